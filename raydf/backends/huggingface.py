@@ -1,0 +1,200 @@
+"""Hugging Face Hub: ``hf://[models/|datasets/|spaces/]owner/repo[/path]``.
+
+Examples::
+
+    hf://deepseek-ai/DeepSeek-R1                    a whole model repo
+    hf://datasets/HuggingFaceFW/fineweb/sample/10BT  one folder of a dataset
+
+Auth: ``--hf-token`` or ``HF_TOKEN``, sent as ``Authorization: Bearer`` to the
+hub endpoint only (``--hf-endpoint`` / ``HF_ENDPOINT``, default
+https://huggingface.co); LFS redirects to the CDN never carry it. Revision:
+``--hf-revision`` (branch, tag or commit; default ``main``), resolved once to a
+commit via ``/api/{type}/{repo}/revision/{rev}``; the listing comes from the
+paginated tree API at that commit, so sizes and digests are exact (Dragonfly's
+listing is not). Digests: LFS files carry their sha256, regular files their
+git blob sha1; both are verified.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+from urllib.parse import quote
+
+import httpx
+
+from raydf.backends.base import BackendOptions, RemoteFile, safe_relative_path
+from raydf.backends.transport import HubTransport, RetryPolicy
+from raydf.errors import (
+    AccessDenied,
+    AuthError,
+    EntryNotFound,
+    GatedRepoError,
+    HubError,
+    InvalidURL,
+    RepoNotFound,
+    RevisionNotFound,
+)
+from raydf.uri import Source
+
+__all__ = ["HuggingFaceBackend"]
+
+DEFAULT_ENDPOINT = "https://huggingface.co"
+DEFAULT_REVISION = "main"
+_TOKEN_HINT = "set HF_TOKEN or pass --hf-token"
+
+
+class HuggingFaceBackend:
+    """Reads one Hugging Face repo (or a folder or file in it)."""
+
+    SCHEME: ClassVar[str] = "hf"
+    OPTION_PREFIX: ClassVar[str] = "hf"
+    ENV_TOKENS: ClassVar[tuple[str, ...]] = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
+    ENV_ENDPOINT: ClassVar[str] = "HF_ENDPOINT"
+
+    def __init__(
+        self, source: Source, options: BackendOptions, *, retry: RetryPolicy = RetryPolicy()
+    ) -> None:
+        if source.scheme != self.SCHEME:
+            raise InvalidURL(f"{source} is not an hf:// URL")
+        self.source = source
+        self.revision = options.revision or DEFAULT_REVISION
+        self._repo = f"{source.repo_type}/{source.repo_id}"
+        self._http = HubTransport(
+            options.endpoint or DEFAULT_ENDPOINT,
+            options.token,
+            auth_headers=lambda t: {"Authorization": f"Bearer {t}"},
+            describe=self._describe,
+            retry=retry,
+        )
+        self._authenticated = bool(options.token)
+        # resolve/<commit>/<path> answers LFS files with a redirect to the CDN;
+        # remembering where each file is served saves hub requests per piece.
+        self._located: dict[tuple[str, str], str] = {}
+
+    def __repr__(self) -> str:
+        return f"<HuggingFaceBackend {self.source} @ {self.revision} via {self._http.endpoint}>"
+
+    @property
+    def requests(self) -> int:
+        return self._http.requests
+
+    def resolve(self) -> str:
+        rev = quote(self.revision, safe="")
+        info = self._http.get_json(f"/api/{self._repo}/revision/{rev}")
+        sha = info.get("sha") if isinstance(info, dict) else None
+        if not isinstance(sha, str) or len(sha) != 40:
+            raise HubError(f"{self._http.endpoint} gave no commit for {self.source}@{self.revision}")
+        return sha
+
+    def list_files(self, commit: str) -> list[RemoteFile]:
+        entries = self._tree(commit)
+        prefix = self.source.path
+        files = []
+        for entry in entries:
+            if entry.get("type") != "file":
+                continue
+            repo_path = entry.get("path")
+            if not isinstance(repo_path, str):
+                raise HubError(f"{self._http.endpoint} listed an entry without a path")
+            safe_relative_path(repo_path, origin=self._http.endpoint)
+            if prefix and repo_path != prefix and not repo_path.startswith(prefix + "/"):
+                continue
+            relative = repo_path.rsplit("/", 1)[-1] if repo_path == prefix else (
+                repo_path[len(prefix) + 1:] if prefix else repo_path)
+            files.append(self._remote_file(entry, relative, repo_path))
+        if prefix and not files:
+            raise EntryNotFound(
+                f"{self.source}: no file or folder {prefix!r} in {self.source.repo_id} at "
+                f"{self.revision}; check the path"
+            )
+        return files
+
+    def _remote_file(self, entry: dict[str, Any], relative: str, repo_path: str) -> RemoteFile:
+        lfs = entry.get("lfs") or {}
+        size = lfs.get("size", entry.get("size"))
+        if not isinstance(size, int) or size < 0:
+            raise HubError(f"{self._http.endpoint} listed {repo_path!r} with size {size!r}")
+        if lfs:
+            return RemoteFile(relative, repo_path, size, sha256=str(lfs.get("oid")))
+        return RemoteFile(relative, repo_path, size, git_sha1=str(entry.get("oid")))
+
+    def _tree(self, commit: str) -> list[dict[str, Any]]:
+        url: str | None = f"{self._http.endpoint}/api/{self._repo}/tree/{commit}"
+        params: dict[str, str] | None = {"recursive": "true", "expand": "false"}
+        entries: list[dict[str, Any]] = []
+        while url:
+            with self._http.open("GET", url, params=params) as response:
+                response.read()
+                page = response.json()
+                if not isinstance(page, list):
+                    raise HubError(f"{self._http.endpoint} sent a malformed tree listing")
+                entries.extend(page)
+                url = response.links.get("next", {}).get("url")
+                params = None  # the next link carries the cursor and the flags
+        return entries
+
+    def stat(self, commit: str, repo_path: str) -> RemoteFile:
+        for entry in self._tree(commit):
+            if entry.get("path") == repo_path and entry.get("type") == "file":
+                return self._remote_file(entry, repo_path, repo_path)
+        raise EntryNotFound(f"{self.source}: no file {repo_path!r} at {commit}")
+
+    def read_into(self, commit: str, repo_path: str, start: int, buffer: memoryview) -> None:
+        key = (commit, repo_path)
+        cached = self._located.get(key)
+        if cached is not None:
+            try:
+                self._http.read_range(cached, start, buffer)
+                return
+            except HubError:
+                # A signed CDN link expires: forget it and ask the hub again.
+                del self._located[key]
+        self._http.read_range(self._locate(commit, repo_path), start, buffer)
+
+    def _locate(self, commit: str, repo_path: str) -> str:
+        """Where the bytes of a file are served: the hub itself, or the CDN for LFS."""
+        prefix = "" if self.source.repo_type == "models" else self.source.repo_type + "/"
+        url = (f"{self._http.endpoint}/{prefix}{self.source.repo_id}/resolve/{commit}/"
+               f"{quote(repo_path)}")
+        with self._http.open("HEAD", url) as response:
+            final = str(response.url)
+        self._located[(commit, repo_path)] = final
+        return final
+
+    def exists(self) -> bool:
+        try:
+            self.resolve()
+        except (RepoNotFound, RevisionNotFound):
+            return False
+        return True
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _describe(self, response: httpx.Response) -> HubError:
+        """Map the hub's error answer to an error that says what to do."""
+        code = response.headers.get("X-Error-Code", "")
+        status = response.status_code
+        what = f"{self.source}@{self.revision}"
+        if code == "GatedRepo":
+            return GatedRepoError(
+                f"{what} is gated: accept its conditions on the hub with your account, then "
+                f"{_TOKEN_HINT}" + (" (this token's user has no access yet)" if status == 403 else "")
+            )
+        if code == "RevisionNotFound":
+            return RevisionNotFound(
+                f"{self.source} has no revision {self.revision!r}; pass an existing branch, tag "
+                "or commit with --hf-revision"
+            )
+        if code == "EntryNotFound":
+            return EntryNotFound(f"{what}: file not found ({response.url.path})")
+        if status == 401 and self._authenticated and code != "RepoNotFound":
+            return AuthError(f"{what}: the hub rejected the token (HTTP 401); check HF_TOKEN "
+                             "or --hf-token")
+        if code == "RepoNotFound" or status in (401, 404):
+            hint = ("check the name and that your token may read it" if self._authenticated
+                    else f"check the name, or if it is private {_TOKEN_HINT}")
+            return RepoNotFound(f"{what}: repository not found; {hint}")
+        if status == 403:
+            return AccessDenied(f"{what}: access denied (HTTP 403); use a token that may read it")
+        return HubError(f"{what}: HTTP {status} from {self._http.endpoint}")

@@ -1,0 +1,275 @@
+"""HTTP for the hub backends: retries, redirects, auth scoping, ranged reads.
+
+* **Auth scoping.** The token is attached only to requests whose origin
+  (scheme, host, port) is the hub endpoint's. Redirects are followed here, not
+  by httpx, so a hop to a CDN never carries ``Authorization`` or a cookie.
+* **Retries.** 408, 429, 5xx, timeouts and dropped connections are retried
+  with capped exponential backoff (1 s doubling to 8 s, 5 retries, as the
+  official clients do) that honours ``Retry-After`` and ``RateLimit: ...;t=N``.
+* **Ranged reads.** A ranged GET must come back as ``206`` with the exact
+  ``Content-Range`` and length asked for; a ``200`` (the range was ignored)
+  is accepted only when the whole file was asked for. Anything else is an
+  :class:`~raydf.errors.IntegrityError`, never silently written.
+* **TLS** verification stays on (httpx's default).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+import httpx
+
+from raydf.backends.base import Secret
+from raydf.errors import HubError, IntegrityError, OriginUnavailable, RateLimited
+
+__all__ = ["HubTransport", "RetryPolicy"]
+
+_RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+_REDIRECT_STATUS = frozenset({301, 302, 303, 307, 308})
+_MAX_REDIRECTS = 5
+_CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
+_RATELIMIT_T = re.compile(r"\bt=(\d+)")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often and how long to retry a failing request."""
+
+    retries: int = 5
+    base: float = 1.0
+    cap: float = 8.0
+
+    def delay(self, attempt: int, response: httpx.Response | None) -> float:
+        """Seconds to wait before retry ``attempt`` (0-based)."""
+        hinted = _server_hint(response) if response is not None else None
+        backoff = min(self.cap, self.base * 2**attempt)
+        # The server's word wins, even above our cap: hammering a hub that said
+        # "wait 55 s" is how a cluster gets its whole IP range banned.
+        return hinted if hinted is not None else backoff
+
+
+def _server_hint(response: httpx.Response) -> float | None:
+    after = response.headers.get("Retry-After")
+    if after is not None:
+        try:
+            return max(0.0, float(after))
+        except ValueError:
+            pass
+    match = _RATELIMIT_T.search(response.headers.get("RateLimit", ""))
+    return float(match.group(1)) if match else None
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urlsplit(url)
+    return (parts.scheme, parts.hostname or "", parts.port)
+
+
+class HubTransport:
+    """An httpx client bound to one hub endpoint and (maybe) one token.
+
+    ``describe`` turns a final error response into the right
+    :class:`~raydf.errors.HubError`; it never sees the token.
+    """
+
+    def __init__(
+        self,
+        endpoint: str,
+        token: Secret | None,
+        *,
+        auth_headers: Callable[[str], Mapping[str, str]],
+        describe: Callable[[httpx.Response], HubError],
+        retry: RetryPolicy = RetryPolicy(),
+        timeout: float = 60.0,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.endpoint = endpoint.rstrip("/")
+        self._origin = _origin(self.endpoint)
+        self._auth = dict(auth_headers(token.reveal())) if token else {}
+        self._describe = describe
+        self._retry = retry
+        self._sleep = sleep
+        self._client = httpx.Client(
+            timeout=httpx.Timeout(timeout, connect=10.0),
+            follow_redirects=False,
+            limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
+            headers={"User-Agent": "raydf/0.1"},
+        )
+        self.requests = 0
+
+    def __repr__(self) -> str:
+        return f"<HubTransport {self.endpoint} auth={'yes' if self._auth else 'no'}>"
+
+    def close(self) -> None:
+        self._client.close()
+
+    def get_json(self, path_or_url: str, params: Mapping[str, Any] | None = None) -> Any:
+        """GET a JSON document (following redirects); errors become HubError."""
+        with self.open("GET", path_or_url, params=params) as response:
+            response.read()
+            return response.json()
+
+    def open(
+        self,
+        method: str,
+        path_or_url: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+        stream_check: Callable[[httpx.Response], None] | None = None,
+    ) -> httpx.Response:
+        """Send a request with retries and redirects; return an open, successful response.
+
+        The caller must close it (use it as a context manager).
+        ``stream_check`` may raise :class:`IntegrityError` for a response that
+        looks successful but is not what was asked for.
+        """
+        url = path_or_url if "://" in path_or_url else self.endpoint + path_or_url
+        attempt = 0
+        while True:
+            try:
+                response = self._follow(method, url, params, headers)
+            except (httpx.TimeoutException, httpx.TransportError) as exc:
+                if attempt >= self._retry.retries:
+                    raise OriginUnavailable(
+                        f"{self.endpoint} did not answer ({type(exc).__name__}) after "
+                        f"{attempt + 1} attempts; check the endpoint and the network, then retry"
+                    ) from None
+                self._sleep(self._retry.delay(attempt, None))
+                attempt += 1
+                continue
+            if response.status_code in _RETRY_STATUS:
+                response.close()
+                if attempt >= self._retry.retries:
+                    raise self._give_up(response, attempt)
+                self._sleep(self._retry.delay(attempt, response))
+                attempt += 1
+                continue
+            if response.status_code >= 400:
+                response.read()
+                response.close()
+                raise self._describe(response)
+            if stream_check is not None:
+                try:
+                    stream_check(response)
+                except BaseException:
+                    response.close()
+                    raise
+            return response
+
+    def _follow(
+        self,
+        method: str,
+        url: str,
+        params: Mapping[str, Any] | None,
+        headers: Mapping[str, str] | None,
+    ) -> httpx.Response:
+        for _ in range(_MAX_REDIRECTS + 1):
+            sent = dict(headers or {})
+            if _origin(url) == self._origin:
+                sent.update(self._auth)
+            request = self._client.build_request(method, url, params=params, headers=sent)
+            self.requests += 1
+            response = self._client.send(request, stream=True)
+            if response.status_code not in _REDIRECT_STATUS:
+                return response
+            location = response.headers.get("Location")
+            response.close()
+            if not location:
+                raise OriginUnavailable(f"{self.endpoint} sent a redirect without a Location")
+            url = urljoin(str(response.url), location)
+            params = None  # the Location carries its own query
+        raise OriginUnavailable(f"{self.endpoint} redirected more than {_MAX_REDIRECTS} times")
+
+    def _give_up(self, response: httpx.Response, attempt: int) -> HubError:
+        if response.status_code == 429:
+            return RateLimited(
+                f"{self.endpoint} kept answering 429 Too Many Requests after {attempt + 1} "
+                "attempts; wait a few minutes or use a token with a higher rate limit"
+            )
+        return OriginUnavailable(
+            f"{self.endpoint} kept answering HTTP {response.status_code} after {attempt + 1} "
+            "attempts; the hub may be down, retry later"
+        )
+
+    def read_range(
+        self, path_or_url: str, start: int, buffer: memoryview, *, total: int | None = None,
+        params: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Fill ``buffer`` with bytes ``[start, start+len(buffer))``; retry short reads."""
+        length = len(buffer)
+        if length == 0:
+            return
+        end = start + length  # exclusive
+        attempt = 0
+        while True:
+            try:
+                self._read_range_once(path_or_url, start, end, buffer, total, params)
+                return
+            except (httpx.TransportError, _ShortBody) as exc:
+                # A body cut short (truncated response, reset connection) is
+                # retried like a 5xx: the bytes received so far are discarded.
+                if attempt >= self._retry.retries:
+                    raise OriginUnavailable(
+                        f"{self.endpoint} kept cutting the download of {path_or_url} short "
+                        f"({exc}) after {attempt + 1} attempts; retry later"
+                    ) from None
+                self._sleep(self._retry.delay(attempt, None))
+                attempt += 1
+
+    def _read_range_once(
+        self, path_or_url: str, start: int, end: int, buffer: memoryview,
+        total: int | None, params: Mapping[str, Any] | None,
+    ) -> None:
+        def check(response: httpx.Response) -> None:
+            _check_range(response, start, end, total, path_or_url)
+
+        headers = {"Range": f"bytes={start}-{end - 1}", "Accept-Encoding": "identity"}
+        with self.open("GET", path_or_url, params=params, headers=headers,
+                       stream_check=check) as response:
+            filled = 0
+            for chunk in response.iter_raw(1 << 20):
+                n = len(chunk)
+                if filled + n > len(buffer):
+                    raise IntegrityError(
+                        f"{path_or_url}: origin sent more than the {len(buffer)} bytes asked for"
+                    )
+                buffer[filled:filled + n] = chunk
+                filled += n
+            if filled != len(buffer):
+                raise _ShortBody(f"got {filled} of {len(buffer)} bytes")
+
+
+class _ShortBody(Exception):
+    """A response body that ended before its length: retryable."""
+
+
+def _check_range(
+    response: httpx.Response, start: int, end: int, total: int | None, what: str
+) -> None:
+    length = end - start
+    if response.status_code == 200:
+        whole = start == 0 and total is not None and end == total
+        if whole and response.headers.get("Content-Length") == str(length):
+            return
+        raise IntegrityError(
+            f"{what}: origin answered a ranged request for bytes {start}-{end - 1} with the "
+            "whole file (HTTP 200); refusing to guess which bytes these are"
+        )
+    if response.status_code != 206:
+        raise IntegrityError(f"{what}: expected HTTP 206 for a ranged request, got "
+                             f"{response.status_code}")
+    match = _CONTENT_RANGE.fullmatch(response.headers.get("Content-Range", "").strip())
+    if not match or (int(match.group(1)), int(match.group(2))) != (start, end - 1):
+        raise IntegrityError(
+            f"{what}: asked for bytes {start}-{end - 1}, origin sent Content-Range "
+            f"{response.headers.get('Content-Range')!r}"
+        )
+    if total is not None and match.group(3) not in ("*", str(total)):
+        raise IntegrityError(
+            f"{what}: the file is {match.group(3)} bytes at the origin, the listing said {total}"
+        )

@@ -1,0 +1,167 @@
+"""The node-local, content-addressed store, and atomic placement.
+
+Layout under the cache root (``$RAYDF_CACHE``, else ``$RAYDF_NODE_ROOT/cache``,
+else ``~/.cache/raydf``)::
+
+    blobs/<algorithm>-<hex>      verified files, named by the hub's digest
+    partial/<key>.<id>.partial   files being assembled (never read as complete)
+
+A blob exists only after its digest matched, so a second fan-out, another
+revision or the other hub with the same file costs no origin traffic. The
+destination is materialized from the blob by a hard link (a copy across file
+systems) written under a ``.raydf-partial`` name and renamed into place: a
+final path never holds a partial or unverified file.
+
+``RAYDF_NODE_ROOT`` (set per simulated node by ``raydf.testing.LocalCluster``)
+also prefixes destination paths, so simulated nodes on one machine do not
+write the same files.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+from raydf.backends.base import RemoteFile
+from raydf.errors import IntegrityError, StorageError
+from raydf.pieces import FileDigest
+
+__all__ = ["NodeCache", "node_path", "verify_file"]
+
+_READ_BLOCK = 8 * 2**20
+
+
+def node_path(path: str | os.PathLike[str]) -> Path:
+    """Where ``path`` lives on this node: under ``$RAYDF_NODE_ROOT`` if set."""
+    root = os.environ.get("RAYDF_NODE_ROOT")
+    p = Path(path).expanduser()
+    if not root:
+        return p.absolute()
+    return Path(root) / p.absolute().relative_to("/")
+
+
+def default_cache_root() -> Path:
+    explicit = os.environ.get("RAYDF_CACHE")
+    if explicit:
+        return Path(explicit)
+    node_root = os.environ.get("RAYDF_NODE_ROOT")
+    if node_root:
+        return Path(node_root) / "cache"
+    return Path.home() / ".cache" / "raydf"
+
+
+def verify_file(path: Path, file: RemoteFile) -> None:
+    """Check a file's size and whole-file digest; raise IntegrityError if wrong."""
+    size = path.stat().st_size
+    if size != file.size:
+        raise IntegrityError(f"{file.path}: got {size} bytes, the origin listed {file.size}")
+    expected = file.digest
+    if expected is None:
+        return
+    digest = FileDigest(expected[0], size)
+    with path.open("rb") as f:
+        while block := f.read(_READ_BLOCK):
+            digest.update(block)
+    if digest.hexdigest() != expected[1]:
+        raise IntegrityError(
+            f"{file.path}: {expected[0]} mismatch (expected {expected[1][:16]}…, got "
+            f"{digest.hexdigest()[:16]}…); the file was not placed. The origin sent corrupt "
+            "bytes; retry, and report it to the hub if it persists"
+        )
+
+
+class NodeCache:
+    """Verified blobs by content key, plus the partial files being assembled."""
+
+    def __init__(self, root: Path | None = None) -> None:
+        self.root = Path(root) if root is not None else default_cache_root()
+        self.blobs = self.root / "blobs"
+        self.partials = self.root / "partial"
+        try:
+            self.blobs.mkdir(parents=True, exist_ok=True)
+            self.partials.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StorageError(f"cannot create the raydf cache at {self.root}: {exc.strerror}; "
+                               "set RAYDF_CACHE to a writable folder") from None
+
+    def __repr__(self) -> str:
+        return f"<NodeCache {self.root}>"
+
+    def blob(self, file: RemoteFile) -> Path | None:
+        """The verified blob for ``file``, if this node has it."""
+        key = file.content_key
+        if key is None:
+            return None
+        path = self.blobs / key
+        try:
+            if path.stat().st_size == file.size:
+                return path
+        except FileNotFoundError:
+            pass
+        return None
+
+    def new_partial(self, file: RemoteFile) -> Path:
+        """A fresh, preallocated partial file for ``file``."""
+        key = file.content_key or "nokey-" + hashlib.sha256(file.repo_path.encode()).hexdigest()
+        path = self.partials / f"{key}.{uuid.uuid4().hex[:12]}.partial"
+        try:
+            with path.open("wb") as f:
+                f.truncate(file.size)
+        except OSError as exc:
+            path.unlink(missing_ok=True)
+            raise _storage_error(exc, path) from None
+        return path
+
+    def commit(self, partial: Path, file: RemoteFile) -> Path:
+        """Verify a complete partial file and move it into the store.
+
+        On a digest mismatch the partial is deleted and IntegrityError raised.
+        Files without a digest (plain HTTP) are not stored: they are returned
+        as they are, to be moved into place by :meth:`place`.
+        """
+        try:
+            verify_file(partial, file)
+        except IntegrityError:
+            partial.unlink(missing_ok=True)
+            raise
+        key = file.content_key
+        if key is None:
+            return partial
+        blob = self.blobs / key
+        # Read-only, so a destination hard-linked to it cannot be edited in
+        # place (which would corrupt the blob for every later fan-out).
+        partial.chmod(0o444)
+        os.replace(partial, blob)
+        return blob
+
+    def place(self, source: Path, dest: Path) -> None:
+        """Put ``source``'s bytes at ``dest`` atomically (link, else copy; then rename)."""
+        tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:8]}.raydf-partial")
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            if source.parent == self.partials:
+                os.replace(source, tmp)
+            else:
+                try:
+                    os.link(source, tmp)
+                except OSError:
+                    shutil.copyfile(source, tmp)
+            os.replace(tmp, dest)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise _storage_error(exc, dest) from None
+
+    def discard(self, partial: Path) -> None:
+        partial.unlink(missing_ok=True)
+
+
+def _storage_error(exc: OSError, path: Path) -> StorageError:
+    if exc.errno == errno.ENOSPC:
+        return StorageError(f"no space left to write {path}; free space or choose another -O")
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return StorageError(f"cannot write {path}: permission denied; choose a writable -O")
+    return StorageError(f"cannot write {path}: {exc.strerror or exc}")

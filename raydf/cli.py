@@ -1,0 +1,177 @@
+"""The ``raydf`` command: ``get`` (like ``dfget``), ``hub``, and friends."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+
+from raydf.errors import (
+    ConfigError,
+    FanoutError,
+    HubError,
+    IntegrityError,
+    InvalidURL,
+    RaydfError,
+    StorageError,
+    UnsafeListing,
+)
+
+__all__ = ["main"]
+
+EXIT_CODES = """exit status:
+  0    every target node has every file, verified
+  1    the fan-out did not complete on every target node (the report says which)
+  2    bad input: malformed URL, bad or conflicting options
+  3    the hub refused or failed: not found, no access, rate limited, unavailable
+  4    integrity: a file or piece did not match its digest, a hostile listing
+  5    storage: the destination or cache cannot be written
+  130  interrupted (Ctrl-C); nothing partial is left at a final path
+"""
+
+GET_EPILOG = """examples:
+  raydf get hf://Qwen/Qwen2.5-0.5B -O /models/qwen -r
+      every file of a model repo into /models/qwen on every GPU node
+  raydf get hf://datasets/org/data/train -O /data/train -r --include '*.parquet'
+      one folder of a dataset, parquet files only
+  raydf get hf://org/model/config.json -O /tmp/config.json
+      one file (without -r, -O names the file)
+  raydf get modelscope://Qwen/Qwen2.5-0.5B -O /models/qwen -r --ms-revision v1.0
+      a ModelScope model at a tag
+  raydf get hf://org/private -O /models/p -r --hf-token "$HF_TOKEN" --json
+      a private repo; prints one JSON report on stdout
+  raydf get hf://org/model -O /models/m -r --exclude '*.bin' --exclude 'original/'
+      skip files (fnmatch; '*' crosses '/'; 'dir/' means everything under dir)
+  raydf get https://example.com/files/model.gguf -O /models/model.gguf
+      any web file, with parallel ranged requests
+  raydf get hf://org/model -O /tmp/m -r --local
+      download on this machine only, without Ray
+
+environment (flags win): HF_TOKEN, HF_ENDPOINT, MODELSCOPE_API_TOKEN,
+  MODELSCOPE_ENDPOINT, RAYDF_CACHE (node-local cache folder)
+
+""" + EXIT_CODES
+
+
+def _exit_code(err: RaydfError) -> int:
+    if isinstance(err, (InvalidURL, ConfigError)):
+        return 2
+    if isinstance(err, HubError):
+        return 3
+    if isinstance(err, (IntegrityError, UnsafeListing)):
+        return 4
+    if isinstance(err, StorageError):
+        return 5
+    if isinstance(err, FanoutError):
+        return 1
+    return 1
+
+
+def _add_get(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser(
+        "get",
+        help="fetch a repo, folder or file onto every target node",
+        description="Fetch URL onto every target node of the Ray cluster: the origin is read "
+        "once, nodes share pieces with each other.",
+        epilog=GET_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("url", metavar="URL",
+                   help="hf://[models/|datasets/|spaces/]owner/repo[/path], "
+                   "modelscope://[models/|datasets/]owner/repo[/path], http(s)://..., file:///...")
+    p.add_argument("-O", "--output", required=True, metavar="OUT",
+                   help="destination: a folder with -r, else the file's path (e.g. -O /models/m)")
+    p.add_argument("-r", "--recursive", action="store_true",
+                   help="fetch everything under URL into the folder OUT (e.g. a whole repo)")
+    p.add_argument("--include", action="append", metavar="GLOB", default=[],
+                   help="only files matching GLOB; repeatable (e.g. --include '*.safetensors')")
+    p.add_argument("--exclude", action="append", metavar="GLOB", default=[],
+                   help="skip files matching GLOB; repeatable (e.g. --exclude '*.bin')")
+    for hub, name, env_tok, env_ep, rev in (
+        ("hf", "Hugging Face", "HF_TOKEN", "HF_ENDPOINT", "main"),
+        ("ms", "ModelScope", "MODELSCOPE_API_TOKEN", "MODELSCOPE_ENDPOINT", "master"),
+    ):
+        p.add_argument(f"--{hub}-token", metavar="T",
+                       help=f"{name} token (default ${env_tok}); sent to the hub only, "
+                       f"e.g. --{hub}-token \"${env_tok}\"")
+        p.add_argument(f"--{hub}-revision", metavar="R",
+                       help=f"{name} branch, tag or commit (default {rev}), e.g. --{hub}-revision v1.0")
+        p.add_argument(f"--{hub}-endpoint", metavar="URL",
+                       help=f"{name} endpoint (default ${env_ep} or the public hub), "
+                       f"e.g. --{hub}-endpoint http://127.0.0.1:8080")
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON report on stdout (and nothing else there)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    p.add_argument("--local", action="store_true",
+                   help="download on this machine only, straight from the origin, without Ray")
+
+
+def _add_hub(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser(
+        "hub",
+        help="run the local Hugging Face / ModelScope emulator (for tests and rehearsals)",
+        description="Local hub emulator; `raydf hub serve --help` for its options.",
+        add_help=False,
+    )
+    p.add_argument("hub_args", nargs=argparse.REMAINDER)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="raydf",
+        description="Distribute Hugging Face / ModelScope repos to every node of a Ray "
+        "cluster, peer to peer: the hub is read once.",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _add_get(sub)
+    _add_hub(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``raydf`` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "get":
+            return _get(args)
+        if args.command == "hub":
+            from raydf.testing.hub.__main__ import main as hub_main
+
+            return hub_main(args.hub_args)
+    except RaydfError as err:
+        print(f"raydf: error: {err}", file=sys.stderr)
+        return _exit_code(err)
+    except KeyboardInterrupt:
+        print("raydf: interrupted; nothing partial was left at a final path", file=sys.stderr)
+        return 130
+    return 2
+
+
+def _get(args: argparse.Namespace) -> int:
+    from raydf.api import download_here
+    from raydf.options import make_request
+
+    request = make_request(
+        args.url,
+        args.output,
+        recursive=args.recursive,
+        include=args.include,
+        exclude=args.exclude,
+        hub_options={k: getattr(args, k) for k in (
+            "hf_token", "hf_revision", "hf_endpoint", "ms_token", "ms_revision", "ms_endpoint")},
+    )
+    report = download_here(request, progress=not (args.no_progress or args.json))
+    if args.json:
+        print(report.to_json())
+    else:
+        print(report.summary(), file=sys.stderr)
+    return 0 if report.ok else 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(main())

@@ -1,0 +1,110 @@
+"""Download a plan onto this machine alone, straight from the origin.
+
+Used where there is one node and no Ray (``raydf get --local``), and as the
+reference the fan-out is compared with. Several files at once and several
+ranged requests per large file, in one thread pool, so one node is never
+slower than ``huggingface_hub.snapshot_download``. Every file goes through the
+node cache: assembled in a partial file, verified, stored, then placed.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+
+from raydf.backends.base import Backend, RemoteFile
+from raydf.cache import NodeCache
+from raydf.errors import StorageError
+from raydf.pieces import Piece, pieces_of
+from raydf.plan import RepoPlan
+
+__all__ = ["LocalResult", "download", "place_from_cache"]
+
+
+@dataclass(frozen=True)
+class LocalResult:
+    """What one node did for one plan."""
+
+    path: str
+    bytes: int
+    origin_bytes: int
+    cached_files: int
+    seconds: float
+
+
+def place_from_cache(plan: RepoPlan, dest: Path, cache: NodeCache) -> list[RemoteFile]:
+    """Place every file the cache already has; return the ones still missing."""
+    missing = []
+    for f in plan.files:
+        target = dest / f.path
+        blob = cache.blob(f)
+        if blob is None:
+            missing.append(f)
+        elif not (target.exists() and os.path.samefile(target, blob)):
+            cache.place(blob, target)
+    return missing
+
+
+def download(
+    plan: RepoPlan,
+    backend: Backend,
+    dest: Path,
+    cache: NodeCache,
+    *,
+    workers: int = 8,
+    on_bytes: Callable[[int], None] | None = None,
+) -> LocalResult:
+    """Fetch every file of ``plan`` not in the cache, verify it, place it under ``dest``."""
+    started = time.monotonic()
+    missing = place_from_cache(plan, dest, cache)
+    origin_bytes = 0
+    lock = threading.Lock()
+    partials: dict[str, Path] = {}
+    remaining: dict[str, int] = {}
+
+    def fetch(f: RemoteFile, piece: Piece) -> None:
+        nonlocal origin_bytes
+        buffer = bytearray(piece.length)
+        backend.read_into(plan.commit, f.repo_path, piece.start, memoryview(buffer))
+        with open(partials[f.path], "r+b") as out:
+            out.seek(piece.start)
+            out.write(buffer)
+        with lock:
+            origin_bytes += piece.length
+            remaining[f.path] -= 1
+            last = remaining[f.path] == 0
+        if on_bytes:
+            on_bytes(piece.length)
+        if last:
+            cache.place(cache.commit(partials[f.path], f), dest / f.path)
+
+    try:
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="raydf-fetch") as pool:
+            futures: list[Future[None]] = []
+            for f in missing:
+                partials[f.path] = cache.new_partial(f)
+                pieces = pieces_of(f.size)
+                remaining[f.path] = len(pieces)
+                futures.extend(pool.submit(fetch, f, p) for p in pieces)
+            done, pending = wait(futures, return_when=FIRST_EXCEPTION)
+            for fut in pending:
+                fut.cancel()
+            for fut in done:
+                fut.result()  # re-raise the first failure
+    except OSError as exc:
+        raise StorageError(f"cannot write under {dest}: {exc.strerror or exc}") from None
+    finally:
+        for path in partials.values():
+            cache.discard(path)  # no-op for the ones committed
+    return LocalResult(
+        path=str(dest),
+        bytes=plan.total_bytes,
+        origin_bytes=origin_bytes,
+        cached_files=len(plan.files) - len(missing),
+        seconds=time.monotonic() - started,
+    )

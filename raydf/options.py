@@ -1,0 +1,100 @@
+"""What a caller asks for: URL, destination, filters and hub options, checked once."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from raydf.backends import BackendOptions, open_backend, options_for
+from raydf.backends.base import Backend
+from raydf.errors import ConfigError, InvalidURL
+from raydf.plan import RepoPlan, filter_files
+from raydf.uri import Source, parse_url
+
+__all__ = ["Request", "make_request"]
+
+
+@dataclass(frozen=True)
+class Request:
+    """One checked request. ``backend_options`` holds the token: it goes to the
+    seed only, and its repr shows no secret."""
+
+    source: Source
+    dest: Path
+    recursive: bool
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    backend_options: BackendOptions = field(default_factory=BackendOptions)
+
+    @property
+    def url(self) -> str:
+        return self.source.format()
+
+    def without_secrets(self) -> Request:
+        """The same request with no token: safe to send anywhere."""
+        options = dataclasses.replace(self.backend_options, token=None)
+        return dataclasses.replace(self, backend_options=options)
+
+    def open_backend(self) -> Backend:
+        return open_backend(self.source, self.backend_options)
+
+    def make_plan(self, backend: Backend) -> RepoPlan:
+        """Resolve the revision once, list once, filter, and fit to ``-O``."""
+        commit = backend.resolve()
+        files = filter_files(
+            backend.list_files(commit), self.include, self.exclude, origin=self.source.format()
+        )
+        if not self.recursive:
+            single = len(files) == 1 and (
+                not self.source.is_hub or files[0].repo_path == self.source.path)
+            if not single:
+                raise ConfigError(
+                    f"{self.url} is a folder or a whole repo; pass -r (--recursive) to fetch "
+                    "everything under it into the folder -O"
+                )
+            # Without -r, -O names the file itself (as with dfget).
+            files = (dataclasses.replace(files[0], path=self.dest.name),)
+        return RepoPlan(self.url, commit, files)
+
+    @property
+    def dest_dir(self) -> Path:
+        """The folder files are placed under (``-O`` itself with ``-r``)."""
+        return self.dest if self.recursive else self.dest.parent
+
+
+def make_request(
+    url: str,
+    dest: str | Path,
+    *,
+    recursive: bool = True,
+    include: Sequence[str] | None = None,
+    exclude: Sequence[str] | None = None,
+    hub_options: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Request:
+    """Parse and check everything before any I/O.
+
+    ``hub_options`` holds CLI-style keys: ``hf_token``, ``hf_endpoint``,
+    ``hf_revision``, ``ms_token``, ``ms_endpoint``, ``ms_revision``.
+    """
+    source = parse_url(url)
+    if not str(dest).strip():
+        raise ConfigError("the destination (-O) is empty; name a folder (with -r) or a file")
+    if source.scheme not in ("hf", "modelscope") and not source.path:
+        raise InvalidURL(f"{url} names no file")
+    if not recursive and source.is_hub and not source.path:
+        raise ConfigError(
+            f"{url} is a whole repo; pass -r (--recursive) to fetch it into the folder -O"
+        )
+    options = options_for(source, hub_options, environ)
+    return Request(
+        source=source,
+        dest=Path(dest).expanduser(),
+        recursive=recursive,
+        include=tuple(include or ()),
+        exclude=tuple(exclude or ()),
+        backend_options=options,
+    )

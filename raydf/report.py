@@ -1,0 +1,65 @@
+"""The result of a fan-out, as ``--json`` prints it (see DESIGN.md, Contracts)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+__all__ = ["NodeReport", "Report"]
+
+
+@dataclass(frozen=True)
+class NodeReport:
+    """One target node's outcome."""
+
+    node_id: str
+    path: str
+    bytes: int
+    seconds: float
+    ok: bool
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Report:
+    """One fan-out's outcome; ``ok`` only when every node has every file, verified."""
+
+    url: str
+    commit: str
+    files: int
+    bytes: int
+    origin_bytes: int
+    origin_requests: int
+    p2p_bytes: int
+    seconds: float
+    nodes: list[NodeReport] = field(default_factory=list)
+    served: dict[str, int] = field(default_factory=dict)  # holder -> bytes it uploaded
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.nodes) and all(n.ok for n in self.nodes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    def summary(self) -> str:
+        """One line for a terminal."""
+        good = sum(n.ok for n in self.nodes)
+        return (
+            f"{self.url}@{self.commit[:12]}: {self.files} files, {_size(self.bytes)} on "
+            f"{good}/{len(self.nodes)} nodes in {self.seconds:.1f} s; origin "
+            f"{_size(self.origin_bytes)} in {self.origin_requests} requests, "
+            f"peer-to-peer {_size(self.p2p_bytes)}"
+        )
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+    return f"{n} B"
