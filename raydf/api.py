@@ -1,16 +1,142 @@
-"""The public entry points: ``get``, ``fanout`` and ``download_here``."""
+"""The public entry points: ``fanout``, ``get`` and ``download_here``."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
+from typing import Any
 
 from raydf.cache import NodeCache, node_path
 from raydf.local import download
-from raydf.options import Request
+from raydf.options import Request, make_request
+from raydf.policy import Limits
 from raydf.progress import ProgressBar
 from raydf.report import NodeReport, Report
 
-__all__ = ["download_here"]
+__all__ = ["download_here", "fanout", "get", "run_fanout"]
+
+_POLL_SECONDS = 0.5
+
+
+def fanout(
+    url: str,
+    dest: str,
+    *,
+    recursive: bool = True,
+    include: Sequence[str] | None = None,
+    exclude: Sequence[str] | None = None,
+    nodes: str = "auto",
+    address: str | None = None,
+    memory_budget: int | None = None,
+    limits: Limits | None = None,
+    progress: bool = False,
+    **hub_options: str | None,
+) -> Report:
+    """Deliver ``url`` to ``dest`` on every target node; return the report.
+
+    ``nodes``: ``auto`` (GPU nodes if any, else all), ``gpu``, ``all`` or a
+    label selector ``key=value``. ``hub_options``: ``hf_token``,
+    ``hf_revision``, ``hf_endpoint``, ``ms_token``, ``ms_revision``,
+    ``ms_endpoint`` (else the environment). Starts a local Ray cluster if none
+    is running. The report's ``ok`` is true only when every node has every
+    file, verified.
+
+    >>> report = raydf.fanout("hf://Qwen/Qwen2.5-0.5B", "/models/qwen")  # doctest: +SKIP
+    """
+    from raydf.cluster.service import connect, target_nodes
+
+    request = make_request(url, dest, recursive=recursive, include=include, exclude=exclude,
+                           hub_options=hub_options)
+    connect(address)
+    return run_fanout(request, target_nodes(nodes), memory_budget=memory_budget,
+                      limits=limits, progress=progress)
+
+
+def get(
+    url: str,
+    dest: str,
+    *,
+    recursive: bool = True,
+    include: Sequence[str] | None = None,
+    exclude: Sequence[str] | None = None,
+    **hub_options: str | None,
+) -> str:
+    """Make ``url`` present at ``dest`` on *this* node and return the local path.
+
+    Meant for a Ray task or actor (a Serve replica's ``__init__``, a Train
+    worker): pieces come from nodes that already have them, the origin only
+    for what the cluster lacks, and a node that already has the files gets
+    them from its cache at once.
+
+    >>> path = raydf.get("hf://org/model", "/models/m")  # doctest: +SKIP
+    """
+    import ray
+
+    from raydf.cluster.service import connect
+    from raydf.errors import FanoutError
+
+    request = make_request(url, dest, recursive=recursive, include=include, exclude=exclude,
+                           hub_options=hub_options)
+    connect(None)
+    node = ray.get_runtime_context().get_node_id()
+    report = run_fanout(request, [node])
+    if not report.ok:
+        raise FanoutError(f"{url} could not be delivered to this node: "
+                          f"{report.nodes[0].error if report.nodes else 'no report'}")
+    return str(node_path(request.dest))
+
+
+def run_fanout(
+    request: Request,
+    nodes: list[str],
+    *,
+    memory_budget: int | None = None,
+    limits: Limits | None = None,
+    progress: bool = False,
+) -> Report:
+    """Run one fan-out of a checked request to ``nodes`` (Ray already connected)."""
+    import ray
+
+    from raydf.cluster.service import peer_for, scheduler, spawn_seed, unwrap
+    from raydf.cluster.spec import tasks_of
+
+    limits = limits or Limits()
+    seed = spawn_seed(request, limits.origin_fetches)
+    try:
+        try:
+            plan = ray.get(seed.plan.remote())
+            tasks = tasks_of(plan)
+            ray.get(seed.add_tasks.remote(tasks))
+        except Exception as exc:
+            raise unwrap(exc) from None
+        peers = {node: peer_for(node) for node in nodes}
+        sched = scheduler()
+        job = ray.get(sched.submit.remote(plan, tasks, seed, peers, str(request.dest_dir),
+                                          limits, memory_budget))
+        report: Report = _await_report(sched, job, plan.total_bytes * len(nodes),
+                                       request.source.name, progress)
+        return report
+    finally:
+        ray.kill(seed)
+
+
+def _await_report(sched: Any, job: str, total: int, label: str, progress: bool) -> Report:
+    import ray
+
+    if not progress:
+        report: Report = ray.get(sched.wait.remote(job))
+        return report
+    bar = ProgressBar(total, label)
+    waiting = sched.wait.remote(job)
+    while True:
+        ready, _ = ray.wait([waiting], timeout=_POLL_SECONDS)
+        if ready:
+            break
+        status = ray.get(sched.status.remote(job))
+        bar.set(sum(status["nodes"].values()))
+    bar.close()
+    report = ray.get(waiting)
+    return report
 
 
 def download_here(request: Request, *, progress: bool = False) -> Report:
@@ -23,7 +149,7 @@ def download_here(request: Request, *, progress: bool = False) -> Report:
         bar = ProgressBar(plan.total_bytes, request.source.name, enabled=None if progress else False)
         result = download(plan, backend, dest, NodeCache(), on_bytes=bar.advance)
         bar.close()
-        requests = backend.requests  # type: ignore[attr-defined]
+        requests = backend.requests
     finally:
         backend.close()
     return Report(

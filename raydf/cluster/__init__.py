@@ -1,0 +1,1 @@
+"""The actors of a fan-out: scheduler, seed and peers, and where they run."""

@@ -1,0 +1,240 @@
+"""PeerActor: one per target node; pulls pieces, writes them, serves them on.
+
+For each piece the scheduler assigns, the peer asks the holder to lend its
+ref, ``ray.get``s it (Ray moves it into this node's object store), checks its
+CRC-32, writes it at its offset into a partial file in the node cache, and
+re-puts it: the copy is then owned by this peer, so it outlives the seed and
+every other holder (see the Ray facts in DESIGN.md). Re-put pieces stay pinned
+within a memory budget (LRU); a piece let go is re-read from disk when someone
+asks for it. When a file's last piece lands, its whole-file digest is checked
+and only then is it moved into the cache and placed at every destination.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import ray
+
+from raydf.cache import NodeCache, node_path
+from raydf.cluster.spec import TaskSpec
+from raydf.errors import IntegrityError
+from raydf.pieces import piece_crc
+
+__all__ = ["PeerActor"]
+
+PieceId = tuple[str, int]
+DEFAULT_BUDGET_FRACTION = 0.3  # of the node's object store, when no budget is given
+
+
+@dataclass
+class _Assembly:
+    """One file content being assembled (or complete) on this node."""
+
+    spec: TaskSpec
+    path: Path
+    fd: int
+    have: set[int] = field(default_factory=set)
+    complete: bool = False
+    jobs: set[str] = field(default_factory=set)
+
+
+class PeerActor:
+    """Plain class; made remote, pinned to its node, where it is spawned."""
+
+    def __init__(self, node_id: str, memory_budget: int | None = None) -> None:
+        self.node_id = node_id
+        self.cache = NodeCache()
+        self._budget = memory_budget or _default_budget(node_id)
+        self._lock = threading.Lock()
+        self._tasks: dict[str, _Assembly] = {}
+        self._jobs: dict[str, tuple[Path, list[str]]] = {}  # job -> (dest dir, task ids)
+        self._pinned: OrderedDict[PieceId, tuple[Any, int, int]] = OrderedDict()
+        self._pinned_bytes = 0
+        self.received_bytes = 0
+        self.served_bytes = 0
+
+    def __repr__(self) -> str:
+        done = sum(a.complete for a in self._tasks.values())
+        return (f"<Peer {self.node_id[:8]} {done}/{len(self._tasks)} files, "
+                f"{len(self._pinned)} pinned ({self._pinned_bytes >> 20} MiB of "
+                f"{self._budget >> 20}) | {len(self._jobs)} jobs>")
+
+    # -- joining a job ---------------------------------------------------
+
+    def prepare(
+        self, job_id: str, tasks: list[TaskSpec], dest: str, memory_budget: int | None = None
+    ) -> dict[str, list[int]]:
+        """Join a job: place what the cache has, open partials for the rest.
+
+        Returns, per task, the piece indices this node already holds.
+        """
+        if memory_budget:
+            self._budget = memory_budget
+        dest_dir = node_path(dest)
+        have: dict[str, list[int]] = {}
+        with self._lock:
+            self._jobs[job_id] = (dest_dir, [t.task_id for t in tasks])
+            for task in tasks:
+                asm = self._tasks.get(task.task_id) or self._open(task)
+                asm.jobs.add(job_id)
+                if asm.complete:
+                    self._place(asm, dest_dir)
+                have[task.task_id] = sorted(asm.have)
+        return have
+
+    def _open(self, task: TaskSpec) -> _Assembly:
+        blob = self.cache.blob(task.file)
+        if blob is not None:
+            fd = os.open(blob, os.O_RDONLY)
+            asm = _Assembly(task, blob, fd, set(range(task.num_pieces)), complete=True)
+        else:
+            partial = self.cache.new_partial(task.file)
+            asm = _Assembly(task, partial, os.open(partial, os.O_RDWR))
+        self._tasks[task.task_id] = asm
+        return asm
+
+    def _place(self, asm: _Assembly, dest_dir: Path) -> None:
+        for rel in asm.spec.paths:
+            target = dest_dir / rel
+            if not (target.exists() and os.path.samefile(target, asm.path)):
+                self.cache.place(asm.path, target)
+
+    # -- receiving -------------------------------------------------------
+
+    def pull(self, task_id: str, index: int, crc: int | None, source: Any) -> dict[str, Any]:
+        """Take one piece from ``source`` (a peer or seed handle).
+
+        Returns ``{"bytes", "seconds", "crc", "file_done"}``, or
+        ``{"source_lost": True}`` when the holder is gone.
+        """
+        started = time.monotonic()
+        asm = self._tasks[task_id]
+        piece = asm.spec.piece(index)
+        try:
+            ref, lender_crc = ray.get(source.lend.remote(task_id, index))
+            array = ray.get(ref)
+        except (ray.exceptions.RayActorError, ray.exceptions.ObjectLostError,
+                ray.exceptions.OwnerDiedError) as exc:
+            return {"source_lost": True, "error": type(exc).__name__}
+        expected = lender_crc if crc is None else crc
+        view = memoryview(array)
+        if len(view) != piece.length or piece_crc(view) != expected:
+            raise IntegrityError(
+                f"piece {index} of {asm.spec.paths[0]} failed its CRC-32 on node "
+                f"{self.node_id[:8]}; it will be taken from another holder"
+            )
+        os.pwrite(asm.fd, view, piece.start)
+        own = ray.put(array)  # our own copy: serves on even if the lender dies
+        del view, array, ref
+        with self._lock:
+            self._pin((task_id, index), own, expected, piece.length)
+            asm.have.add(index)
+            self.received_bytes += piece.length
+            last = len(asm.have) == asm.spec.num_pieces and not asm.complete
+        if last:
+            self._finish(asm)
+        return {"bytes": piece.length, "seconds": time.monotonic() - started,
+                "crc": expected, "file_done": last}
+
+    def _finish(self, asm: _Assembly) -> None:
+        """Verify the whole file, move it into the cache, place it for every job."""
+        try:
+            blob = self.cache.commit(asm.path, asm.spec.file)
+        except IntegrityError:
+            with self._lock:
+                asm.have.clear()
+                self._unpin_task(asm.spec.task_id)
+            raise
+        with self._lock:
+            asm.path, asm.complete = blob, True
+            dests = [self._jobs[j][0] for j in asm.jobs if j in self._jobs]
+        for dest_dir in dests:
+            self._place(asm, dest_dir)
+
+    # -- serving ---------------------------------------------------------
+
+    def lend(self, task_id: str, index: int) -> list[Any]:
+        """``[ref, crc]`` of a piece this node has, re-read from disk if unpinned."""
+        key = (task_id, index)
+        with self._lock:
+            pinned = self._pinned.get(key)
+            if pinned is not None:
+                self._pinned.move_to_end(key)
+            asm = self._tasks[task_id]
+        if pinned is None:
+            piece = asm.spec.piece(index)
+            buffer = np.empty(piece.length, dtype=np.uint8)
+            if piece.length and os.preadv(asm.fd, [buffer], piece.start) != piece.length:
+                raise IntegrityError(f"{asm.path} is shorter than piece {index}")
+            crc = piece_crc(memoryview(buffer))
+            ref = ray.put(buffer)
+            with self._lock:
+                self._pin(key, ref, crc, piece.length)
+            pinned = (ref, crc, piece.length)
+        with self._lock:
+            self.served_bytes += pinned[2]
+        return [pinned[0], pinned[1]]
+
+    def _pin(self, key: PieceId, ref: Any, crc: int, nbytes: int) -> None:
+        old = self._pinned.pop(key, None)
+        if old is not None:
+            self._pinned_bytes -= old[2]
+        self._pinned[key] = (ref, crc, nbytes)
+        self._pinned_bytes += nbytes
+        while self._pinned_bytes > self._budget and len(self._pinned) > 1:
+            _, (_, _, size) = self._pinned.popitem(last=False)
+            self._pinned_bytes -= size
+
+    def _unpin_task(self, task_id: str) -> None:
+        for key in [k for k in self._pinned if k[0] == task_id]:
+            self._pinned_bytes -= self._pinned.pop(key)[2]
+
+    # -- leaving a job ---------------------------------------------------
+
+    def finish_job(self, job_id: str) -> None:
+        """Forget a job: unpin its pieces, drop incomplete partials nobody else wants."""
+        with self._lock:
+            _, task_ids = self._jobs.pop(job_id, (None, []))
+            for task_id in task_ids:
+                asm = self._tasks.get(task_id)
+                if asm is None:
+                    continue
+                asm.jobs.discard(job_id)
+                if asm.jobs:
+                    continue
+                self._unpin_task(task_id)
+                os.close(asm.fd)
+                if not asm.complete:
+                    self.cache.discard(asm.path)
+                del self._tasks[task_id]
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "node_id": self.node_id,
+                "files_complete": sum(a.complete for a in self._tasks.values()),
+                "files": len(self._tasks),
+                "pinned_pieces": len(self._pinned),
+                "pinned_bytes": self._pinned_bytes,
+                "budget": self._budget,
+                "received_bytes": self.received_bytes,
+                "served_bytes": self.served_bytes,
+                "jobs": sorted(self._jobs),
+            }
+
+
+def _default_budget(node_id: str) -> int:
+    for node in ray.nodes():
+        if node.get("NodeID") == node_id:
+            store = node.get("Resources", {}).get("object_store_memory", 0)
+            if store:
+                return int(store * DEFAULT_BUDGET_FRACTION)
+    return 2 * 2**30

@@ -1,0 +1,112 @@
+"""SeedActor: the only code that talks to the origin.
+
+It holds the backend and the token (given by :meth:`SeedActor.authorize`, a
+direct actor call, so the token is never in an actor's creation spec, the GCS
+or the object store). It resolves and lists once, fetches each piece it is
+asked for with one ranged GET, puts it in the object store as an ``np.uint8``
+array (zero-copy for readers on the same node) and lends its ref to peers
+until the scheduler releases it. Several fetches run at once (a threaded
+actor), so peers take piece *k* while piece *k+1* is still arriving.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from typing import Any
+
+import numpy as np
+import ray
+
+from raydf.backends.base import Backend, Secret
+from raydf.cluster.spec import TaskSpec
+from raydf.options import Request
+from raydf.pieces import piece_crc
+from raydf.plan import RepoPlan
+
+__all__ = ["SeedActor"]
+
+PieceId = tuple[str, int]
+
+
+class SeedActor:
+    """Plain class; made remote where it is spawned (``ray.remote(SeedActor)``)."""
+
+    def __init__(self, request: Request) -> None:
+        # The request arrives without its token (see Request.without_secrets).
+        self._request = request
+        self._backend: Backend | None = None
+        self._plan: RepoPlan | None = None
+        self._tasks: dict[str, TaskSpec] = {}
+        self._held: dict[PieceId, tuple[Any, int]] = {}
+        self._lock = threading.Lock()
+        self.origin_bytes = 0
+        self.fetched: list[tuple[PieceId, float]] = []  # when each origin fetch completed
+
+    def __repr__(self) -> str:
+        return (f"<Seed {self._request.url} | {len(self._held)} pieces held, "
+                f"{self.origin_bytes} origin bytes>")
+
+    def authorize(self, token: Secret | None) -> None:
+        """Give this seed the hub token (kept in this process only)."""
+        options = dataclasses.replace(self._request.backend_options, token=token)
+        self._request = dataclasses.replace(self._request, backend_options=options)
+
+    def _open(self) -> Backend:
+        if self._backend is None:
+            self._backend = self._request.open_backend()
+        return self._backend
+
+    def plan(self) -> RepoPlan:
+        """Resolve the revision and list the files (once per seed)."""
+        if self._plan is None:
+            self._plan = self._request.make_plan(self._open())
+        return self._plan
+
+    def add_tasks(self, tasks: list[TaskSpec]) -> None:
+        for task in tasks:
+            self._tasks[task.task_id] = task
+
+    def fetch(self, task_id: str, index: int) -> tuple[int, int]:
+        """Fetch one piece from the origin and hold it; return ``(crc, length)``."""
+        task = self._tasks[task_id]
+        piece = task.piece(index)
+        buffer = np.empty(piece.length, dtype=np.uint8)
+        assert self._plan is not None
+        self._open().read_into(self._plan.commit, task.file.repo_path, piece.start,
+                               memoryview(buffer))
+        crc = piece_crc(memoryview(buffer))
+        ref = ray.put(buffer)
+        with self._lock:
+            self._held[(task_id, index)] = (ref, crc)
+            self.origin_bytes += piece.length
+            self.fetched.append(((task_id, index), time.time()))
+        return crc, piece.length
+
+    def lend(self, task_id: str, index: int) -> list[Any]:
+        """``[ref, crc]`` of a held piece; the ref stays owned by this seed."""
+        with self._lock:
+            ref, crc = self._held[(task_id, index)]
+        return [ref, crc]
+
+    def release(self, pieces: list[PieceId]) -> None:
+        """Drop pieces enough peers hold, so the seed's memory stays bounded."""
+        with self._lock:
+            for piece in pieces:
+                self._held.pop(piece, None)
+
+    def stats(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "origin_bytes": self.origin_bytes,
+                "origin_requests": self._backend.requests if self._backend else 0,
+                "held": len(self._held),
+                "fetched": list(self.fetched),
+            }
+
+    def close(self) -> None:
+        with self._lock:
+            self._held.clear()
+        if self._backend is not None:
+            self._backend.close()

@@ -1,0 +1,164 @@
+"""Find or create the actors, choose nodes, connect to Ray.
+
+The documented detached service is the scheduler (``raydf-scheduler``) and
+one peer per node that ever took part (``raydf-peer-<node id>``), all in the
+``raydf`` namespace: they outlive a job so the next one (or ``raydf.get`` in a
+Serve replica) finds them. Seeds are not detached: each belongs to the job
+(driver) that made it and holds that job's token.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+from raydf.cluster.peer import PeerActor
+from raydf.cluster.scheduler import SchedulerActor
+from raydf.cluster.seed import SeedActor
+from raydf.errors import ConfigError, RaydfError
+from raydf.options import Request
+
+__all__ = [
+    "NAMESPACE",
+    "connect",
+    "peer_for",
+    "scheduler",
+    "spawn_seed",
+    "target_nodes",
+    "unwrap",
+]
+
+NAMESPACE = "raydf"
+SCHEDULER_NAME = "raydf-scheduler"
+SEED_RESOURCE = "raydf_seed"
+_HEAD_RESOURCE = "node:__internal_head__"
+# Ray sockets on 127.0.0.1, no token file, no usage stats: safe defaults for a
+# cluster raydf starts by itself (a real cluster is started by its operator).
+_LOCAL_DEFAULTS = {
+    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+    "RAY_AUTH_MODE": "disabled",
+    "RAY_USAGE_STATS_ENABLED": "0",
+}
+
+
+def connect(address: str | None = None) -> None:
+    """Join the cluster at ``address`` (or ``RAY_ADDRESS``, or a running one); else start one."""
+    if ray.is_initialized():
+        return
+    target = address or os.environ.get("RAY_ADDRESS")
+    if target is None:
+        try:
+            ray.init(address="auto", log_to_driver=False, logging_level="ERROR")
+            return
+        except ConnectionError:
+            for key, value in _LOCAL_DEFAULTS.items():
+                os.environ.setdefault(key, value)
+            ray.init(log_to_driver=False, logging_level="ERROR")
+            return
+    try:
+        ray.init(address=target, log_to_driver=False, logging_level="ERROR")
+    except ConnectionError as exc:
+        raise ConfigError(f"no Ray cluster answers at {target}: {exc}; start one with "
+                          "`ray start --head` or leave --address out to start a local one") from None
+
+
+def _alive_nodes() -> list[dict[str, Any]]:
+    return [n for n in ray.nodes() if n.get("Alive")]
+
+
+def target_nodes(selector: str = "auto") -> list[str]:
+    """Node ids to deliver to.
+
+    ``auto``: the nodes with GPUs if the cluster has any, else all alive nodes;
+    ``gpu``: nodes with GPUs (an error if none); ``all``: every alive node;
+    ``key=value[,key=value]``: nodes whose Ray labels match.
+    """
+    nodes = _alive_nodes()
+    gpu = [n for n in nodes if n.get("Resources", {}).get("GPU", 0) > 0]
+    if selector == "auto":
+        chosen = gpu or nodes
+    elif selector == "gpu":
+        chosen = gpu
+    elif selector == "all":
+        chosen = nodes
+    else:
+        wanted = {}
+        for part in selector.split(","):
+            key, sep, value = part.partition("=")
+            if not sep or not key.strip():
+                raise ConfigError(f"--nodes {selector!r}: expected all, gpu, auto or "
+                                  "key=value[,key=value] (Ray node labels)")
+            wanted[key.strip()] = value.strip()
+        chosen = [n for n in nodes
+                  if all(n.get("Labels", {}).get(k) == v for k, v in wanted.items())]
+    if not chosen:
+        raise ConfigError(f"--nodes {selector!r} matches no alive node in the cluster")
+    return sorted(n["NodeID"] for n in chosen)
+
+
+def _head_node_id() -> str | None:
+    for node in _alive_nodes():
+        if _HEAD_RESOURCE in node.get("Resources", {}):
+            return str(node["NodeID"])
+    return None
+
+
+def _on_head(soft: bool) -> dict[str, Any]:
+    head = _head_node_id()
+    if head is None:
+        return {}
+    return {"scheduling_strategy": NodeAffinitySchedulingStrategy(head, soft=soft)}
+
+
+def scheduler() -> Any:
+    """The cluster's scheduler actor, created on the head node on first use."""
+    return ray.remote(SchedulerActor).options(
+        name=SCHEDULER_NAME,
+        namespace=NAMESPACE,
+        lifetime="detached",
+        get_if_exists=True,
+        num_cpus=0,
+        max_concurrency=1000,
+        **_on_head(soft=True),
+    ).remote()
+
+
+def peer_for(node_id: str) -> Any:
+    """The peer actor of ``node_id`` (hard node affinity), created on first use."""
+    return ray.remote(PeerActor).options(
+        name=f"raydf-peer-{node_id}",
+        namespace=NAMESPACE,
+        lifetime="detached",
+        get_if_exists=True,
+        num_cpus=0,
+        max_concurrency=32,
+        scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False),
+    ).remote(node_id)
+
+
+def spawn_seed(request: Request, fetches: int) -> Any:
+    """A seed for one job, on a ``raydf_seed`` node if any, else on the head node.
+
+    The token is given afterwards by a direct call (``seed.authorize``), never
+    in the creation spec, which the GCS stores.
+    """
+    has_seed_nodes = any(SEED_RESOURCE in n.get("Resources", {}) for n in _alive_nodes())
+    placement: dict[str, Any] = (
+        {"resources": {SEED_RESOURCE: 0.01}} if has_seed_nodes else _on_head(soft=True)
+    )
+    seed = ray.remote(SeedActor).options(
+        num_cpus=0, max_concurrency=fetches + 16, **placement
+    ).remote(request.without_secrets())
+    ray.get(seed.authorize.remote(request.backend_options.token))
+    return seed
+
+
+def unwrap(exc: BaseException) -> BaseException:
+    """The raydf error inside a Ray task error, so users see one clean line."""
+    cause = getattr(exc, "cause", None)
+    if isinstance(cause, RaydfError):
+        return cause
+    return exc
