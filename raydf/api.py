@@ -133,7 +133,7 @@ def _await_report(sched: Any, job: str, total: int, label: str, progress: bool) 
         if ready:
             break
         status = ray.get(sched.status.remote(job))
-        bar.set(sum(status["nodes"].values()))
+        bar.set(sum(status["received"].values()))
     bar.close()
     report = ray.get(waiting)
     return report

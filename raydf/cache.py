@@ -19,6 +19,7 @@ write the same files.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import os
@@ -33,6 +34,10 @@ from raydf.pieces import FileDigest
 __all__ = ["NodeCache", "node_path", "verify_file"]
 
 _READ_BLOCK = 8 * 2**20
+# Hugging Face lists regular files (under 10 MiB) by git blob sha1 only, and
+# ModelScope lists every file by sha256: small files are filed under both, so
+# the same config.json from the other hub is a cache hit too.
+ALIAS_MAX_SIZE = 16 * 2**20
 
 
 def node_path(path: str | os.PathLike[str]) -> Path:
@@ -54,24 +59,34 @@ def default_cache_root() -> Path:
     return Path.home() / ".cache" / "raydf"
 
 
-def verify_file(path: Path, file: RemoteFile) -> None:
-    """Check a file's size and whole-file digest; raise IntegrityError if wrong."""
+def verify_file(path: Path, file: RemoteFile) -> dict[str, str]:
+    """Check a file's size and whole-file digest; raise IntegrityError if wrong.
+
+    Returns the digests computed, by algorithm: the expected one and, for files
+    small enough to be regular (non-LFS) Hugging Face files, both sha256 and
+    the git blob sha1, so the cache can file them under both names.
+    """
     size = path.stat().st_size
     if size != file.size:
         raise IntegrityError(f"{file.path}: got {size} bytes, the origin listed {file.size}")
     expected = file.digest
-    if expected is None:
-        return
-    digest = FileDigest(expected[0], size)
-    with path.open("rb") as f:
-        while block := f.read(_READ_BLOCK):
-            digest.update(block)
-    if digest.hexdigest() != expected[1]:
+    algorithms = {expected[0]} if expected else set()
+    if size <= ALIAS_MAX_SIZE:
+        algorithms |= {"sha256", "git-sha1"}
+    digests = {a: FileDigest(a, size) for a in sorted(algorithms)}
+    if digests:
+        with path.open("rb") as f:
+            while block := f.read(_READ_BLOCK):
+                for digest in digests.values():
+                    digest.update(block)
+    found = {a: d.hexdigest() for a, d in digests.items()}
+    if expected is not None and found[expected[0]] != expected[1]:
         raise IntegrityError(
             f"{file.path}: {expected[0]} mismatch (expected {expected[1][:16]}…, got "
-            f"{digest.hexdigest()[:16]}…); the file was not placed. The origin sent corrupt "
+            f"{found[expected[0]][:16]}…); the file was not placed. The origin sent corrupt "
             "bytes; retry, and report it to the hub if it persists"
         )
+    return found
 
 
 class NodeCache:
@@ -124,7 +139,7 @@ class NodeCache:
         as they are, to be moved into place by :meth:`place`.
         """
         try:
-            verify_file(partial, file)
+            digests = verify_file(partial, file)
         except IntegrityError:
             partial.unlink(missing_ok=True)
             raise
@@ -135,7 +150,13 @@ class NodeCache:
         # Read-only, so a destination hard-linked to it cannot be edited in
         # place (which would corrupt the blob for every later fan-out).
         partial.chmod(0o444)
+        self.blobs.mkdir(parents=True, exist_ok=True)
         os.replace(partial, blob)
+        for algorithm, hexdigest in digests.items():
+            alias = self.blobs / f"{algorithm}-{hexdigest}"
+            if alias != blob and not alias.exists():
+                with contextlib.suppress(FileExistsError):
+                    os.link(blob, alias)
         return blob
 
     def place(self, source: Path, dest: Path) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from collections.abc import Sequence
@@ -104,6 +103,12 @@ def _add_get(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--json", action="store_true",
                    help="print one JSON report on stdout (and nothing else there)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    p.add_argument("--address", metavar="ADDR",
+                   help="Ray cluster to use (default $RAY_ADDRESS, a running cluster, else a "
+                   "new local one), e.g. --address 10.0.0.1:6379")
+    p.add_argument("--nodes", metavar="SELECTOR", default="auto",
+                   help="target nodes: auto (GPU nodes if any, else all), gpu, all, or Ray "
+                   "labels key=value[,key=value], e.g. --nodes gpu")
     p.add_argument("--local", action="store_true",
                    help="download on this machine only, straight from the origin, without Ray")
 
@@ -152,7 +157,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _get(args: argparse.Namespace) -> int:
-    from raydf.api import download_here
+    from raydf.api import download_here, run_fanout
     from raydf.options import make_request
 
     request = make_request(
@@ -164,11 +169,23 @@ def _get(args: argparse.Namespace) -> int:
         hub_options={k: getattr(args, k) for k in (
             "hf_token", "hf_revision", "hf_endpoint", "ms_token", "ms_revision", "ms_endpoint")},
     )
-    report = download_here(request, progress=not (args.no_progress or args.json))
+    progress = not (args.no_progress or args.json)
+    if args.local:
+        if args.address or args.nodes != "auto":
+            raise ConfigError("--local downloads on this machine only; drop --address/--nodes")
+        report = download_here(request, progress=progress)
+    else:
+        from raydf.cluster.service import connect, target_nodes
+
+        connect(args.address)
+        report = run_fanout(request, target_nodes(args.nodes), progress=progress)
     if args.json:
         print(report.to_json())
     else:
         print(report.summary(), file=sys.stderr)
+        for node in report.nodes:
+            if not node.ok:
+                print(f"raydf: node {node.node_id[:12]} failed: {node.error}", file=sys.stderr)
     return 0 if report.ok else 1
 
 

@@ -35,6 +35,7 @@ class Report:
     seconds: float
     nodes: list[NodeReport] = field(default_factory=list)
     served: dict[str, int] = field(default_factory=dict)  # holder -> bytes it uploaded
+    job_id: str = ""
 
     @property
     def ok(self) -> bool:

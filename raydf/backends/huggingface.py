@@ -17,6 +17,7 @@ git blob sha1; both are verified.
 
 from __future__ import annotations
 
+import threading
 from typing import Any, ClassVar
 from urllib.parse import quote
 
@@ -70,6 +71,7 @@ class HuggingFaceBackend:
         # resolve/<commit>/<path> answers LFS files with a redirect to the CDN;
         # remembering where each file is served saves hub requests per piece.
         self._located: dict[tuple[str, str], str] = {}
+        self._locate_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"<HuggingFaceBackend {self.source} @ {self.revision} via {self._http.endpoint}>"
@@ -140,26 +142,28 @@ class HuggingFaceBackend:
         raise EntryNotFound(f"{self.source}: no file {repo_path!r} at {commit}")
 
     def read_into(self, commit: str, repo_path: str, start: int, buffer: memoryview) -> None:
-        key = (commit, repo_path)
-        cached = self._located.get(key)
-        if cached is not None:
-            try:
-                self._http.read_range(cached, start, buffer)
-                return
-            except HubError:
-                # A signed CDN link expires: forget it and ask the hub again.
-                del self._located[key]
-        self._http.read_range(self._locate(commit, repo_path), start, buffer)
+        try:
+            self._http.read_range(self._locate(commit, repo_path), start, buffer)
+        except HubError:
+            # A signed CDN link expires: forget it and ask the hub again.
+            self._http.read_range(self._locate(commit, repo_path, stale=True), start, buffer)
 
-    def _locate(self, commit: str, repo_path: str) -> str:
-        """Where the bytes of a file are served: the hub itself, or the CDN for LFS."""
-        prefix = "" if self.source.repo_type == "models" else self.source.repo_type + "/"
-        url = (f"{self._http.endpoint}/{prefix}{self.source.repo_id}/resolve/{commit}/"
-               f"{quote(repo_path)}")
-        with self._http.open("HEAD", url) as response:
-            final = str(response.url)
-        self._located[(commit, repo_path)] = final
-        return final
+    def _locate(self, commit: str, repo_path: str, *, stale: bool = False) -> str:
+        """Where the bytes of a file are served: the hub itself, or the CDN for LFS.
+
+        One HEAD per file, however many pieces are fetched at once.
+        """
+        key = (commit, repo_path)
+        with self._locate_lock:
+            if stale:
+                self._located.pop(key, None)
+            if key not in self._located:
+                prefix = "" if self.source.repo_type == "models" else self.source.repo_type + "/"
+                url = (f"{self._http.endpoint}/{prefix}{self.source.repo_id}/resolve/{commit}/"
+                       f"{quote(repo_path)}")
+                with self._http.open("HEAD", url) as response:
+                    self._located[key] = str(response.url)
+            return self._located[key]
 
     def exists(self) -> bool:
         try:

@@ -16,8 +16,10 @@
 from __future__ import annotations
 
 import re
+import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urljoin, urlsplit
@@ -99,6 +101,7 @@ class HubTransport:
             limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
             headers={"User-Agent": "raydf/0.1"},
         )
+        self._count_lock = threading.Lock()
         self.requests = 0
 
     def __repr__(self) -> str:
@@ -113,6 +116,7 @@ class HubTransport:
             response.read()
             return response.json()
 
+    @contextmanager
     def open(
         self,
         method: str,
@@ -121,13 +125,26 @@ class HubTransport:
         params: Mapping[str, Any] | None = None,
         headers: Mapping[str, str] | None = None,
         stream_check: Callable[[httpx.Response], None] | None = None,
-    ) -> httpx.Response:
-        """Send a request with retries and redirects; return an open, successful response.
+    ) -> Iterator[httpx.Response]:
+        """Send a request with retries and redirects; yield the open, successful response.
 
-        The caller must close it (use it as a context manager).
         ``stream_check`` may raise :class:`IntegrityError` for a response that
         looks successful but is not what was asked for.
         """
+        response = self._send(method, path_or_url, params, headers, stream_check)
+        try:
+            yield response
+        finally:
+            response.close()
+
+    def _send(
+        self,
+        method: str,
+        path_or_url: str,
+        params: Mapping[str, Any] | None,
+        headers: Mapping[str, str] | None,
+        stream_check: Callable[[httpx.Response], None] | None,
+    ) -> httpx.Response:
         url = path_or_url if "://" in path_or_url else self.endpoint + path_or_url
         attempt = 0
         while True:
@@ -173,7 +190,8 @@ class HubTransport:
             if _origin(url) == self._origin:
                 sent.update(self._auth)
             request = self._client.build_request(method, url, params=params, headers=sent)
-            self.requests += 1
+            with self._count_lock:
+                self.requests += 1
             response = self._client.send(request, stream=True)
             if response.status_code not in _REDIRECT_STATUS:
                 return response

@@ -51,6 +51,8 @@ class _Job:
     p2p_bytes: int = 0
     failures: dict[PieceId, int] = field(default_factory=dict)
     received: list[tuple[float, str, str, int]] = field(default_factory=list)
+    origin_times: list[tuple[float, str, int]] = field(default_factory=list)
+    node_received: dict[str, int] = field(default_factory=dict)
     error: str | None = None
     report: Report | None = None
     runner: asyncio.Task[None] | None = None
@@ -108,13 +110,16 @@ class SchedulerActor:
             "url": job.plan.url,
             "bytes": job.plan.total_bytes,
             "nodes": {n: job.node_bytes.get(n, 0) for n in job.peers},
+            "received": dict(job.node_received),
             "done": job.report is not None,
             "plan": job.state.snapshot() if job.state else None,
         }
 
-    def timeline(self, job_id: str) -> list[tuple[float, str, str, int]]:
-        """``(time, node, task, index)`` of every piece a peer received."""
-        return list(self._jobs[job_id].received)
+    def timeline(self, job_id: str) -> dict[str, list[tuple[Any, ...]]]:
+        """When pieces moved: ``origin`` ``(time, task, index)`` as the seed got each
+        piece, ``received`` ``(time, node, task, index)`` as a peer got one."""
+        job = self._jobs[job_id]
+        return {"origin": list(job.origin_times), "received": list(job.received)}
 
     def snapshot(self) -> dict[str, Any]:
         return {"jobs": {j: self.status(j) for j in self._jobs}, "repr": repr(self)}
@@ -200,6 +205,7 @@ class SchedulerActor:
             return
         if a.source == ORIGIN:
             job.crc[a.piece] = result[0]
+            job.origin_times.append((time.time(), *a.piece))
             state.finish(a)
             return
         if result.get("source_lost"):
@@ -213,6 +219,7 @@ class SchedulerActor:
         now = time.monotonic() - job.started
         job.received.append((time.time(), a.peer, a.piece[0], a.piece[1]))
         job.served[a.source] = job.served.get(a.source, 0) + nbytes
+        job.node_received[a.peer] = job.node_received.get(a.peer, 0) + nbytes
         if a.source != job.seed_id:
             job.p2p_bytes += nbytes
         if result["file_done"]:
@@ -286,6 +293,7 @@ class SchedulerActor:
             seconds=round(time.monotonic() - job.started, 3),
             nodes=nodes,
             served={("seed" if h == job.seed_id else h): b for h, b in job.served.items()},
+            job_id=job.job_id,
         )
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-import time
 from typing import Any
 
 import numpy as np
@@ -42,7 +41,6 @@ class SeedActor:
         self._held: dict[PieceId, tuple[Any, int]] = {}
         self._lock = threading.Lock()
         self.origin_bytes = 0
-        self.fetched: list[tuple[PieceId, float]] = []  # when each origin fetch completed
 
     def __repr__(self) -> str:
         return (f"<Seed {self._request.url} | {len(self._held)} pieces held, "
@@ -81,7 +79,6 @@ class SeedActor:
         with self._lock:
             self._held[(task_id, index)] = (ref, crc)
             self.origin_bytes += piece.length
-            self.fetched.append(((task_id, index), time.time()))
         return crc, piece.length
 
     def lend(self, task_id: str, index: int) -> list[Any]:
@@ -102,7 +99,6 @@ class SeedActor:
                 "origin_bytes": self.origin_bytes,
                 "origin_requests": self._backend.requests if self._backend else 0,
                 "held": len(self._held),
-                "fetched": list(self.fetched),
             }
 
     def close(self) -> None:

@@ -98,6 +98,12 @@ class LocalCluster:
         """Where ``dest`` (an absolute path as given to raydf) is on ``node_id``."""
         return self._roots[node_id] / Path(dest).absolute().relative_to("/")
 
+    def clear_caches(self) -> None:
+        """Empty every node's raydf cache, as if the nodes were new."""
+        for root in self._roots.values():
+            for blob in (root / "cache" / "blobs").glob("*"):
+                blob.unlink()
+
     def remove_node(self, node_id: str) -> None:
         """Kill a simulated node (its raylet and workers), as a crash would."""
         for node in self._cluster.worker_nodes:

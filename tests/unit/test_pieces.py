@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from itertools import pairwise
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -15,7 +16,7 @@ def test_pieces_cover_the_file_exactly_once(size: int) -> None:
     length = piece_length(size)
     pieces = pieces_of(size)
     assert pieces[0].start == 0 and pieces[-1].end == size
-    assert all(a.end == b.start for a, b in zip(pieces, pieces[1:]))
+    assert all(a.end == b.start for a, b in pairwise(pieces))
     assert all(0 < p.length <= length for p in pieces) or size == 0
     assert [p.index for p in pieces] == list(range(len(pieces)))
 
