@@ -144,6 +144,12 @@ class ModelScopeBackend:
                 if len(listed) >= FILES_LIMIT:
                     # Cut at the cap: list this level alone and walk its folders.
                     shallow = listed if not recursive else self._model_page(commit, root, False)
+                    if len(shallow) >= FILES_LIMIT:
+                        raise HubError(
+                            f"{self.source}: ModelScope lists at most {FILES_LIMIT} entries and "
+                            f"folder {root or '/'!r} holds more, so its listing is incomplete; "
+                            "refusing to deliver a partial repo"
+                        )
                     for entry in shallow:
                         found.setdefault(str(entry.get("Path")), entry)
                     next_roots.extend(
