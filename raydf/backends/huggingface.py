@@ -144,8 +144,8 @@ class HuggingFaceBackend:
     def read_into(self, commit: str, repo_path: str, start: int, buffer: memoryview) -> None:
         try:
             self._http.read_range(self._locate(commit, repo_path), start, buffer)
-        except HubError:
-            # A signed CDN link expires: forget it and ask the hub again.
+        except (AccessDenied, AuthError, EntryNotFound, RepoNotFound):
+            # A signed CDN link expires (403/404): forget it and ask the hub again.
             self._http.read_range(self._locate(commit, repo_path, stale=True), start, buffer)
 
     def _locate(self, commit: str, repo_path: str, *, stale: bool = False) -> str:
