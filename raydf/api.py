@@ -94,48 +94,57 @@ def run_fanout(
     limits: Limits | None = None,
     progress: bool = False,
 ) -> Report:
-    """Run one fan-out of a checked request to ``nodes`` (Ray already connected)."""
+    """Run one fan-out of a checked request to ``nodes`` (Ray already connected).
+
+    Joins a running job for the same request (and token) instead of starting
+    another, so concurrent callers share one listing and one origin read.
+    """
     import ray
 
-    from raydf.cluster.service import peer_for, scheduler, spawn_seed, unwrap
+    from raydf.cluster.service import fingerprint, peer_for, scheduler, spawn_seed, unwrap
     from raydf.cluster.spec import tasks_of
 
     limits = limits or Limits()
-    seed = spawn_seed(request, limits.origin_fetches)
+    peers = {node: peer_for(node) for node in nodes}
+    sched = scheduler()
+    key = fingerprint(request)
+    while True:
+        running = ray.get(sched.claim.remote(key))
+        if running is None:
+            break
+        if ray.get(sched.join.remote(running, peers)):
+            return _await_report(sched, running, nodes, request.source.name, progress)
     try:
+        seed = spawn_seed(request, limits.origin_fetches)
         try:
             plan = ray.get(seed.plan.remote())
             tasks = tasks_of(plan)
             ray.get(seed.add_tasks.remote(tasks))
-        except Exception as exc:
+            job = ray.get(sched.submit.remote(plan, tasks, seed, peers, str(request.dest_dir),
+                                              limits, memory_budget, key))
+        except BaseException:
+            ray.kill(seed)
+            raise
+    except BaseException as exc:
+        ray.get(sched.release.remote(key))
+        if isinstance(exc, Exception):
             raise unwrap(exc) from None
-        peers = {node: peer_for(node) for node in nodes}
-        sched = scheduler()
-        job = ray.get(sched.submit.remote(plan, tasks, seed, peers, str(request.dest_dir),
-                                          limits, memory_budget))
-        report: Report = _await_report(sched, job, plan.total_bytes * len(nodes),
-                                       request.source.name, progress)
-        return report
-    finally:
-        ray.kill(seed)
+        raise
+    return _await_report(sched, job, nodes, request.source.name, progress)
 
 
-def _await_report(sched: Any, job: str, total: int, label: str, progress: bool) -> Report:
+def _await_report(sched: Any, job: str, nodes: list[str], label: str, progress: bool) -> Report:
     import ray
 
-    if not progress:
-        report: Report = ray.get(sched.wait.remote(job))
-        return report
-    bar = ProgressBar(total, label)
-    waiting = sched.wait.remote(job)
-    while True:
-        ready, _ = ray.wait([waiting], timeout=_POLL_SECONDS)
-        if ready:
-            break
+    waiting = sched.wait.remote(job, nodes)
+    if progress:
         status = ray.get(sched.status.remote(job))
-        bar.set(sum(status["received"].values()))
-    bar.close()
-    report = ray.get(waiting)
+        bar = ProgressBar(status["bytes"] * len(nodes), label)
+        while not ray.wait([waiting], timeout=_POLL_SECONDS)[0]:
+            status = ray.get(sched.status.remote(job))
+            bar.set(sum(status["received"].get(n, 0) for n in nodes))
+        bar.close()
+    report: Report = ray.get(waiting)
     return report
 
 

@@ -5,6 +5,16 @@ what to start next, and only then issues the ``.remote()`` calls the policy
 returned (decide first, then do I/O). It never touches bytes: seeds and peers
 move pieces through the object store; the scheduler moves decisions.
 An asyncio actor: each transfer in flight is one awaited call.
+
+**Sharing.** Callers asking for the same thing at once (same URL, revision,
+filters, destination and token) share one job: the first *claims* the
+fingerprint and submits; the others wait for that and *join*, adding their
+nodes to the running job. So N Serve replicas calling ``raydf.get`` together
+cost one listing and one origin read, not N.
+
+**Seeds.** The scheduler owns the job's seed once submitted and kills it when
+the job ends, so a seed outlives the caller that made it for as long as
+joiners need it, and no longer.
 """
 
 from __future__ import annotations
@@ -12,68 +22,83 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from dataclasses import dataclass, field
 from typing import Any
 
 import ray
 
+from raydf.cluster.job import Job, describe
 from raydf.cluster.spec import TaskSpec
 from raydf.errors import RaydfError
 from raydf.plan import RepoPlan
-from raydf.policy import ORIGIN, Assignment, Limits, PieceId, PlanState, decide
-from raydf.report import NodeReport, Report
+from raydf.policy import ORIGIN, Assignment, Limits, PlanState, decide
+from raydf.report import Report
 
 __all__ = ["SchedulerActor"]
 
 SEED_COPIES = 2  # peers holding a piece before the seed lets it go
 MAX_PIECE_FAILURES = 5
 KEEP_FINISHED_JOBS = 16
-
-
-@dataclass
-class _Job:
-    job_id: str
-    plan: RepoPlan
-    tasks: dict[str, TaskSpec]
-    seed_id: str
-    seed: Any
-    peers: dict[str, Any]  # node id -> PeerActor handle
-    dest: str
-    limits: Limits
-    budget: int | None
-    started: float = field(default_factory=time.monotonic)
-    state: PlanState | None = None
-    crc: dict[PieceId, int] = field(default_factory=dict)
-    node_bytes: dict[str, int] = field(default_factory=dict)
-    node_done: dict[str, float] = field(default_factory=dict)
-    node_error: dict[str, str] = field(default_factory=dict)
-    served: dict[str, int] = field(default_factory=dict)
-    p2p_bytes: int = 0
-    failures: dict[PieceId, int] = field(default_factory=dict)
-    received: list[tuple[float, str, str, int]] = field(default_factory=list)
-    origin_times: list[tuple[float, str, int]] = field(default_factory=list)
-    node_received: dict[str, int] = field(default_factory=dict)
-    error: str | None = None
-    report: Report | None = None
-    runner: asyncio.Task[None] | None = None
+CLAIM_TIMEOUT = 300.0  # a leader that never submits is presumed gone
 
 
 class SchedulerActor:
     """Plain class; made remote (detached, named) by :mod:`raydf.cluster.service`."""
 
     def __init__(self) -> None:
-        self._jobs: dict[str, _Job] = {}
+        self._jobs: dict[str, Job] = {}
+        self._running: dict[str, str] = {}  # fingerprint -> job id
+        self._claims: dict[str, asyncio.Event] = {}  # fingerprints being set up
 
     def __repr__(self) -> str:
-        active = [j for j in self._jobs.values() if j.report is None]
+        active = [j for j in self._jobs.values() if not j.closed]
+        snaps = [j.state.snapshot() for j in active if j.state is not None]
+        done = sum(s["pieces_done"] for s in snaps)
+        total = sum(s["pieces_total"] for s in snaps)
+        flight = sum(s["in_flight"] for s in snaps)
         tasks = sum(len(j.tasks) for j in active)
-        snap = [j.state.snapshot() for j in active if j.state is not None]
-        done = sum(s["pieces_done"] for s in snap)
-        total = sum(s["pieces_total"] for s in snap)
-        flight = sum(s["in_flight"] for s in snap)
         peers = len({p for j in active for p in j.peers})
         return (f"<Scheduler {tasks} tasks, pieces {done}/{total}, {flight} in flight | "
                 f"{peers} peers>")
+
+    # -- sharing ---------------------------------------------------------
+
+    async def claim(self, fingerprint: str) -> str | None:
+        """The running job to join for ``fingerprint``, or None: the caller leads.
+
+        A leader must then :meth:`submit` (with the fingerprint) or :meth:`release`.
+        """
+        while True:
+            job_id = self._running.get(fingerprint)
+            if job_id is not None:
+                return job_id
+            pending = self._claims.get(fingerprint)
+            if pending is None:
+                self._claims[fingerprint] = asyncio.Event()
+                return None
+            try:
+                await asyncio.wait_for(pending.wait(), timeout=CLAIM_TIMEOUT)
+            except asyncio.TimeoutError:
+                if self._claims.get(fingerprint) is pending:
+                    del self._claims[fingerprint]
+
+    def release(self, fingerprint: str) -> None:
+        """A leader gave up before submitting: let the next caller lead."""
+        event = self._claims.pop(fingerprint, None)
+        if event is not None:
+            event.set()
+
+    async def join(self, job_id: str, peers: dict[str, Any]) -> bool:
+        """Add nodes to a running job; False if it already closed (claim again)."""
+        job = self._jobs.get(job_id)
+        if job is None or job.closed or job.state is None:
+            return False
+        fresh = {n: p for n, p in peers.items() if n not in job.peers}
+        job.peers.update(fresh)
+        await self._prepare(job, fresh)
+        job.wake.set()
+        return True
+
+    # -- jobs ------------------------------------------------------------
 
     async def submit(
         self,
@@ -84,26 +109,34 @@ class SchedulerActor:
         dest: str,
         limits: Limits | None = None,
         memory_budget: int | None = None,
+        fingerprint: str | None = None,
     ) -> str:
-        """Start a job; returns its id at once (see :meth:`wait`, :meth:`status`)."""
+        """Start a job (taking over ``seed``); returns its id at once."""
         job_id = uuid.uuid4().hex[:12]
-        job = _Job(job_id, plan, {t.task_id: t for t in tasks}, f"seed-{job_id}", seed,
-                   dict(peers), dest, limits or Limits(), memory_budget)
+        job = Job(job_id, plan, {t.task_id: t for t in tasks}, f"seed-{job_id}", seed,
+                  dict(peers), dest, limits or Limits(), memory_budget, fingerprint)
         self._jobs[job_id] = job
+        job.state = PlanState({t.task_id: t.num_pieces for t in tasks}, [job.seed_id],
+                              job.limits)
+        if fingerprint is not None:
+            self._running[fingerprint] = job_id
+            self.release(fingerprint)
         job.runner = asyncio.get_running_loop().create_task(self._run(job))
         self._forget_old_jobs()
         return job_id
 
-    async def wait(self, job_id: str) -> Report:
-        """The job's report, once every node finished or failed."""
+    async def wait(self, job_id: str, nodes: list[str] | None = None) -> Report:
+        """The report for ``nodes`` (default: all) once each finished or failed."""
         job = self._jobs[job_id]
-        assert job.runner is not None
-        await asyncio.shield(job.runner)
-        assert job.report is not None
-        return job.report
+        wanted = list(job.peers) if nodes is None else nodes
+        await asyncio.gather(*(job.node_event(n).wait() for n in wanted))
+        if nodes is None and job.runner is not None:
+            await asyncio.shield(job.runner)
+        stats = job.seed_stats or await self._seed_stats(job)
+        return job.report(wanted, stats)
 
     def status(self, job_id: str) -> dict[str, Any]:
-        """Progress of one job: bytes per node, done or not."""
+        """Progress of one job: verified bytes and bytes received per node."""
         job = self._jobs[job_id]
         return {
             "job_id": job_id,
@@ -111,7 +144,7 @@ class SchedulerActor:
             "bytes": job.plan.total_bytes,
             "nodes": {n: job.node_bytes.get(n, 0) for n in job.peers},
             "received": dict(job.node_received),
-            "done": job.report is not None,
+            "done": job.closed,
             "plan": job.state.snapshot() if job.state else None,
         }
 
@@ -125,33 +158,34 @@ class SchedulerActor:
         return {"jobs": {j: self.status(j) for j in self._jobs}, "repr": repr(self)}
 
     def _forget_old_jobs(self) -> None:
-        finished = [j for j, job in self._jobs.items() if job.report is not None]
+        finished = [j for j, job in self._jobs.items() if job.closed]
         for job_id in finished[:-KEEP_FINISHED_JOBS]:
             del self._jobs[job_id]
 
     # -- running a job ---------------------------------------------------
 
-    async def _run(self, job: _Job) -> None:
+    async def _run(self, job: Job) -> None:
         try:
-            await self._prepare(job)
+            await self._prepare(job, dict(job.peers))
             await self._drive(job)
         except RaydfError as err:
             job.error = str(err)
         except Exception as exc:  # a bug or a Ray failure: report it, never hang
             job.error = f"{type(exc).__name__}: {exc}"
         finally:
-            await self._finish(job)
+            await self._close(job)
 
-    async def _prepare(self, job: _Job) -> None:
+    async def _prepare(self, job: Job, peers: dict[str, Any]) -> None:
         tasks = list(job.tasks.values())
-        state = PlanState({t.task_id: t.num_pieces for t in tasks}, [job.seed_id], job.limits)
+        state = job.state
+        assert state is not None
         calls = {n: p.prepare.remote(job.job_id, tasks, job.dest, job.budget)
-                 for n, p in job.peers.items()}
+                 for n, p in peers.items()}
         for node, call in calls.items():
             try:
                 have: dict[str, list[int]] = await call
             except Exception as exc:
-                job.node_error[node] = _describe(exc)
+                job.fail_node(node, describe(exc))
                 continue
             wants = [t.task_id for t in tasks if len(have.get(t.task_id, ())) < t.num_pieces]
             state.add_peer(node, wants)
@@ -161,40 +195,43 @@ class SchedulerActor:
             job.node_bytes[node] = sum(job.tasks[t].size for t in have
                                        if len(have[t]) == job.tasks[t].num_pieces)
             if state.done(node):
-                job.node_done[node] = time.monotonic() - job.started
-        job.state = state
+                job.complete_node(node)
 
-    async def _drive(self, job: _Job) -> None:
+    async def _drive(self, job: Job) -> None:
         state = job.state
         assert state is not None
         pending: dict[asyncio.Future[Any], Assignment] = {}
         while True:
+            job.wake.clear()
             for a in decide(state):
                 state.start(a)
                 pending[asyncio.ensure_future(self._issue(job, a))] = a
             if not pending:
                 break
-            done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            woken = asyncio.ensure_future(job.wake.wait())
+            done, _ = await asyncio.wait([*pending, woken], return_when=asyncio.FIRST_COMPLETED)
+            woken.cancel()
             for fut in done:
-                self._settle(job, pending.pop(fut), fut)
+                if fut in pending:
+                    self._settle(job, pending.pop(fut), fut)
             if job.error is not None:
                 for fut in pending:
                     fut.cancel()
                 return
             self._release_seed_pieces(job)
         for node in job.peers:
-            if node not in job.node_done and node not in job.node_error:
-                job.node_error[node] = "some pieces had no holder left and the origin " \
-                                       "could not supply them"
+            if not job.node_event(node).is_set():
+                job.fail_node(node, "some pieces had no holder left and the origin could not "
+                                    "supply them")
 
-    async def _issue(self, job: _Job, a: Assignment) -> Any:
+    async def _issue(self, job: Job, a: Assignment) -> Any:
         if a.source == ORIGIN:
             return await job.seed.fetch.remote(*a.piece)
         source = job.seed if a.source == job.seed_id else job.peers[a.source]
         crc = job.crc.get(a.piece)
         return await job.peers[a.peer].pull.remote(a.piece[0], a.piece[1], crc, source)
 
-    def _settle(self, job: _Job, a: Assignment, fut: asyncio.Future[Any]) -> None:
+    def _settle(self, job: Job, a: Assignment, fut: asyncio.Future[Any]) -> None:
         """Fold one finished call into the state."""
         state = job.state
         assert state is not None
@@ -210,43 +247,34 @@ class SchedulerActor:
             return
         if result.get("source_lost"):
             if a.source != job.seed_id:
-                job.node_error.setdefault(a.source, f"node lost ({result.get('error')})")
+                job.fail_node(a.source, f"node lost ({result.get('error')})")
             state.remove_holder(a.source)
             return
         job.crc.setdefault(a.piece, result["crc"])
         state.finish(a)
-        nbytes = result["bytes"]
-        now = time.monotonic() - job.started
-        job.received.append((time.time(), a.peer, a.piece[0], a.piece[1]))
-        job.served[a.source] = job.served.get(a.source, 0) + nbytes
-        job.node_received[a.peer] = job.node_received.get(a.peer, 0) + nbytes
-        if a.source != job.seed_id:
-            job.p2p_bytes += nbytes
-        if result["file_done"]:
-            job.node_bytes[a.peer] = job.node_bytes.get(a.peer, 0) + job.tasks[a.piece[0]].size
-        if state.done(a.peer) and a.peer not in job.node_done:
-            job.node_done[a.peer] = now
+        job.record_transfer(a, result["bytes"], result["file_done"])
+        if state.done(a.peer):
+            job.complete_node(a.peer)
 
-    def _failed(self, job: _Job, a: Assignment, exc: BaseException) -> None:
+    def _failed(self, job: Job, a: Assignment, exc: BaseException) -> None:
         state = job.state
         assert state is not None
-        cause = getattr(exc, "cause", None) or exc
         if a.source == ORIGIN:
             # The seed retried with backoff already: the origin is not delivering.
-            job.error = _describe(cause)
+            job.error = describe(exc)
             return
         if isinstance(exc, ray.exceptions.RayActorError):
-            job.node_error.setdefault(a.peer, f"node lost ({type(exc).__name__})")
+            job.fail_node(a.peer, f"node lost ({type(exc).__name__})")
             state.remove_holder(a.peer)
             return
         count = job.failures[a.piece] = job.failures.get(a.piece, 0) + 1
         if a in state.in_flight():
             state.fail(a)
         if count >= MAX_PIECE_FAILURES:
-            job.node_error.setdefault(a.peer, _describe(cause))
+            job.fail_node(a.peer, describe(exc))
             state.remove_holder(a.peer)
 
-    def _release_seed_pieces(self, job: _Job) -> None:
+    def _release_seed_pieces(self, job: Job) -> None:
         """Let the seed drop pieces enough peers hold (never one it is still sending)."""
         state = job.state
         assert state is not None
@@ -261,46 +289,24 @@ class SchedulerActor:
         if release:
             job.seed.release.remote(release)
 
-    async def _finish(self, job: _Job) -> None:
+    async def _seed_stats(self, job: Job) -> dict[str, int]:
         try:
-            stats = await job.seed.stats.remote()
-        except Exception:
-            stats = {"origin_bytes": 0, "origin_requests": 0}
+            stats: dict[str, int] = await job.seed.stats.remote()
+        except Exception:  # the seed is gone: what it did is lost with it
+            return {"origin_bytes": 0, "origin_requests": 0}
+        return stats
+
+    async def _close(self, job: Job) -> None:
+        job.closed = True
+        if job.fingerprint is not None and self._running.get(job.fingerprint) == job.job_id:
+            del self._running[job.fingerprint]
+        job.seed_stats = await self._seed_stats(job)
+        ray.kill(job.seed)
         for node, peer in job.peers.items():
             try:
                 await peer.finish_job.remote(job.job_id)
             except Exception as exc:
-                job.node_error.setdefault(node, _describe(exc))
-        nodes = []
+                job.fail_node(node, describe(exc))
         for node in job.peers:
-            ok = node in job.node_done and node not in job.node_error and job.error is None
-            nodes.append(NodeReport(
-                node_id=node,
-                path=job.dest,
-                bytes=job.node_bytes.get(node, 0),
-                seconds=round(job.node_done.get(node, time.monotonic() - job.started), 3),
-                ok=ok,
-                error=None if ok else (job.node_error.get(node) or job.error),
-            ))
-        job.report = Report(
-            url=job.plan.url,
-            commit=job.plan.commit,
-            files=len(job.plan.files),
-            bytes=job.plan.total_bytes,
-            origin_bytes=stats["origin_bytes"],
-            origin_requests=stats["origin_requests"],
-            p2p_bytes=job.p2p_bytes,
-            seconds=round(time.monotonic() - job.started, 3),
-            nodes=nodes,
-            served={("seed" if h == job.seed_id else h): b for h, b in job.served.items()},
-            job_id=job.job_id,
-        )
-
-
-def _describe(exc: BaseException) -> str:
-    """A one-line reason, without a remote traceback."""
-    cause = getattr(exc, "cause", None)
-    if isinstance(cause, BaseException):
-        exc = cause
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
+            if not job.node_event(node).is_set():
+                job.fail_node(node, job.error or "the job ended before this node completed")

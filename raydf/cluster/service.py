@@ -9,7 +9,9 @@ Serve replica) finds them. Seeds are not detached: each belongs to the job
 
 from __future__ import annotations
 
+import hashlib
 import os
+import uuid
 from typing import Any
 
 import ray
@@ -24,6 +26,7 @@ from raydf.options import Request
 __all__ = [
     "NAMESPACE",
     "connect",
+    "fingerprint",
     "peer_for",
     "scheduler",
     "spawn_seed",
@@ -142,6 +145,8 @@ def peer_for(node_id: str) -> Any:
 def spawn_seed(request: Request, fetches: int) -> Any:
     """A seed for one job, on a ``raydf_seed`` node if any, else on the head node.
 
+    Detached, because the scheduler takes it over once the job is submitted
+    (joiners may need it after its creator is gone) and kills it at the end.
     The token is given afterwards by a direct call (``seed.authorize``), never
     in the creation spec, which the GCS stores.
     """
@@ -150,10 +155,31 @@ def spawn_seed(request: Request, fetches: int) -> Any:
         {"resources": {SEED_RESOURCE: 0.01}} if has_seed_nodes else _on_head(soft=True)
     )
     seed = ray.remote(SeedActor).options(
-        num_cpus=0, max_concurrency=fetches + 16, **placement
+        name=f"raydf-seed-{uuid.uuid4().hex[:12]}",
+        namespace=NAMESPACE,
+        lifetime="detached",
+        num_cpus=0,
+        max_concurrency=fetches + 16,
+        **placement,
     ).remote(request.without_secrets())
-    ray.get(seed.authorize.remote(request.backend_options.token))
+    try:
+        ray.get(seed.authorize.remote(request.backend_options.token))
+    except BaseException:
+        ray.kill(seed)
+        raise
     return seed
+
+
+def fingerprint(request: Request) -> str:
+    """What makes two requests the same job: URL, revision, endpoint, filters,
+    destination, and the token (hashed), so no one shares a job they could not
+    have run themselves."""
+    options = request.backend_options
+    token = options.token.reveal() if options.token else ""
+    parts = [request.url, options.revision or "", options.endpoint or "",
+             "\0".join(request.include), "\0".join(request.exclude), str(request.dest_dir),
+             str(request.recursive), hashlib.sha256(token.encode()).hexdigest()]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 
 def unwrap(exc: BaseException) -> BaseException:

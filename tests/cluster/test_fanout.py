@@ -84,7 +84,7 @@ def test_origin_requests_are_the_same_for_one_node_and_four(
         runs.append((report, hub.stats()))
     (one, one_stats), (four, four_stats) = runs
     assert (len(one.nodes), len(four.nodes)) == (1, 4)
-    assert one_stats["requests"] == four_stats["requests"]
+    assert one_stats["requests"] == four_stats["requests"], (one_stats, four_stats)
     assert one_stats["download_bytes"] == four_stats["download_bytes"] == four.bytes
     assert one.origin_requests == four.origin_requests == four_stats["requests"]
 
@@ -168,3 +168,44 @@ def test_get_inside_a_ray_task_returns_the_path_on_that_node(
     assert hub.stats()["download_bytes"] == 0  # the node's cache had every file
     others = [n for n in cluster.node_ids if n != node]
     assert not any(cluster.path_on(n, "/models/serve-get").exists() for n in others)
+
+
+def test_concurrent_gets_on_every_node_share_one_listing_and_one_origin_read(
+    cluster: LocalCluster, hub: HubEmulator, hub_root: Path, tmp_path: Path
+) -> None:
+    src = make_model(hub_root, "org/together", shard_sizes=[12 * MiB], seed=8)
+    cluster.clear_caches()
+    hub.reset_stats()
+
+    @ray.remote(num_cpus=0)
+    def load(endpoint: str) -> str:
+        return raydf.get("hf://org/together", "/models/together", hf_endpoint=endpoint)
+
+    refs = [load.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n, soft=False))
+            .remote(hub.hf_endpoint) for n in cluster.node_ids]
+    paths = ray.get(refs)
+    assert paths == [str(cluster.path_on(n, "/models/together")) for n in cluster.node_ids]
+    for path in paths:
+        assert _files(Path(path)) == _files(src)
+    stats = hub.stats()
+    assert stats["download_bytes"] == _repo_bytes(src)
+    # Exactly what one plain download of the repo costs: one caller resolved
+    # and listed, the others joined its job.
+    assert stats["requests"] == _one_plain_download_requests(hub, tmp_path), stats
+
+
+def _one_plain_download_requests(hub: HubEmulator, tmp_path: Path) -> int:
+    from raydf.cache import NodeCache
+    from raydf.local import download
+    from raydf.options import make_request
+
+    hub.reset_stats()
+    request = make_request("hf://org/together", str(tmp_path / "plain"),
+                           hub_options={"hf_endpoint": hub.hf_endpoint})
+    backend = request.open_backend()
+    try:
+        plan = request.make_plan(backend)
+        download(plan, backend, tmp_path / "plain", NodeCache(tmp_path / "cache"))
+    finally:
+        backend.close()
+    return int(hub.stats()["requests"])
