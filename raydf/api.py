@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Sequence
 from typing import Any
 
 from raydf.cache import NodeCache, node_path
+from raydf.errors import FanoutError
 from raydf.local import download
 from raydf.options import Request, make_request
 from raydf.policy import Limits
@@ -73,7 +75,6 @@ def get(
     import ray
 
     from raydf.cluster.service import connect
-    from raydf.errors import FanoutError
 
     request = make_request(url, dest, recursive=recursive, include=include, exclude=exclude,
                            hub_options=hub_options)
@@ -113,7 +114,7 @@ def run_fanout(
         if running is None:
             break
         if ray.get(sched.join.remote(running, peers)):
-            return _await_report(sched, running, nodes, request.source.name, progress)
+            return _await_report(sched, running, nodes, request, limits, progress)
     try:
         seed = spawn_seed(request, limits.origin_fetches)
         try:
@@ -130,21 +131,48 @@ def run_fanout(
         if isinstance(exc, Exception):
             raise unwrap(exc) from None
         raise
-    return _await_report(sched, job, nodes, request.source.name, progress)
+    try:
+        return _await_report(sched, job, nodes, request, limits, progress)
+    except FanoutError:
+        # The scheduler that owned the seed is gone: do not leave the seed behind.
+        with contextlib.suppress(Exception):
+            ray.kill(seed)
+        raise
 
 
-def _await_report(sched: Any, job: str, nodes: list[str], label: str, progress: bool) -> Report:
+def _await_report(
+    sched: Any, job: str, nodes: list[str], request: Request, limits: Limits, progress: bool
+) -> Report:
+    """Wait for ``nodes`` of ``job``: draw progress, replace a lost seed, cancel on Ctrl-C."""
     import ray
 
+    from raydf.cluster.service import spawn_seed
+
     waiting = sched.wait.remote(job, nodes)
-    if progress:
-        status = ray.get(sched.status.remote(job))
-        bar = ProgressBar(status["bytes"] * len(nodes), label)
+    bar: ProgressBar | None = None
+    try:
         while not ray.wait([waiting], timeout=_POLL_SECONDS)[0]:
             status = ray.get(sched.status.remote(job))
-            bar.set(sum(status["received"].get(n, 0) for n in nodes))
-        bar.close()
-    report: Report = ray.get(waiting)
+            if status["needs_seed"]:
+                # Only callers hold the token, so a caller makes the replacement.
+                seed = spawn_seed(request, limits.origin_fetches)
+                ray.get(seed.adopt.remote(*ray.get(sched.job_plan.remote(job))))
+                ray.get(sched.add_seed.remote(job, seed))
+            if progress:
+                bar = bar or ProgressBar(status["bytes"] * len(nodes), request.source.name)
+                bar.set(sum(status["received"].get(n, 0) for n in nodes))
+        report: Report = ray.get(waiting)
+    except KeyboardInterrupt:
+        ray.get(sched.cancel.remote(job))
+        raise
+    except ray.exceptions.RayActorError:
+        raise FanoutError(
+            "the raydf scheduler died during the fan-out; run the same command again: "
+            "what nodes already received is kept and not fetched again"
+        ) from None
+    finally:
+        if bar is not None:
+            bar.close()
     return report
 
 

@@ -4,7 +4,8 @@ Layout under the cache root (``$RAYDF_CACHE``, else ``$RAYDF_NODE_ROOT/cache``,
 else ``~/.cache/raydf``)::
 
     blobs/<algorithm>-<hex>      verified files, named by the hub's digest
-    partial/<key>.<id>.partial   files being assembled (never read as complete)
+    partial/<key>.<pid>-<id>.partial   files being assembled (never read as complete);
+                                        those of a dead writer are swept
 
 A blob exists only after its digest matched, so a second fan-out, another
 revision or the other hub with the same file costs no origin traffic. The
@@ -122,7 +123,9 @@ class NodeCache:
     def new_partial(self, file: RemoteFile) -> Path:
         """A fresh, preallocated partial file for ``file``."""
         key = file.content_key or "nokey-" + hashlib.sha256(file.repo_path.encode()).hexdigest()
-        path = self.partials / f"{key}.{uuid.uuid4().hex[:12]}.partial"
+        # The writer's pid is in the name, so a later process can tell an
+        # abandoned partial (its writer died) from one being written.
+        path = self.partials / f"{key}.{os.getpid()}-{uuid.uuid4().hex[:8]}.partial"
         try:
             with path.open("wb") as f:
                 f.truncate(file.size)
@@ -178,6 +181,26 @@ class NodeCache:
 
     def discard(self, partial: Path) -> None:
         partial.unlink(missing_ok=True)
+
+    def sweep_orphans(self) -> int:
+        """Delete partial files whose writing process is gone; return how many."""
+        swept = 0
+        for partial in self.partials.glob("*.partial"):
+            pid = partial.name.rsplit(".", 2)[-2].split("-", 1)[0]
+            if pid.isdigit() and not _alive(int(pid)):
+                partial.unlink(missing_ok=True)
+                swept += 1
+        return swept
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _storage_error(exc: OSError, path: Path) -> StorageError:

@@ -61,6 +61,7 @@ def download(
 ) -> LocalResult:
     """Fetch every file of ``plan`` not in the cache, verify it, place it under ``dest``."""
     started = time.monotonic()
+    cache.sweep_orphans()
     missing = place_from_cache(plan, dest, cache)
     origin_bytes = 0
     lock = threading.Lock()

@@ -1,6 +1,8 @@
 """Backends by URL scheme, and how their options are found.
 
-Built in: ``hf`` (Hugging Face), ``modelscope``, ``http``/``https`` and ``file``.
+Built in: ``hf`` (Hugging Face), ``modelscope``, ``http``/``https``, ``file``, and
+through ``pyarrow.fs`` the object stores ``s3``, ``gs``, ``abs`` and ``hdfs``
+(these read their credentials from the environment their own SDKs read).
 Third-party packages add schemes through the entry-point group
 ``raydf.backends`` (``name = "pkg.module:BackendClass"``, the class has a
 ``SCHEME`` and is constructed as ``cls(source, BackendOptions)``).
@@ -20,11 +22,15 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
+from raydf.backends.azure import AzureBackend
 from raydf.backends.base import Backend, BackendOptions, RemoteFile, Secret
 from raydf.backends.file import FileBackend
+from raydf.backends.gcs import GcsBackend
+from raydf.backends.hdfs import HdfsBackend
 from raydf.backends.http import HttpBackend
 from raydf.backends.huggingface import HuggingFaceBackend
 from raydf.backends.modelscope import ModelScopeBackend
+from raydf.backends.s3 import S3Backend
 from raydf.errors import ConfigError, InvalidURL
 from raydf.uri import Source
 
@@ -50,7 +56,8 @@ def register(cls: type) -> type:
     return cls
 
 
-for _cls in (HuggingFaceBackend, ModelScopeBackend, HttpBackend, FileBackend):
+for _cls in (HuggingFaceBackend, ModelScopeBackend, HttpBackend, FileBackend, S3Backend,
+             GcsBackend, AzureBackend, HdfsBackend):
     register(_cls)
 
 

@@ -23,7 +23,7 @@ class Job:
     plan: RepoPlan
     tasks: dict[str, TaskSpec]
     seed_id: str
-    seed: Any
+    seed: Any  # None while the job waits for a replacement of a lost seed
     peers: dict[str, Any]  # node id -> PeerActor handle
     dest: str
     limits: Limits
@@ -41,9 +41,12 @@ class Job:
     failures: dict[PieceId, int] = field(default_factory=dict)
     received: list[tuple[float, str, str, int]] = field(default_factory=list)
     origin_times: list[tuple[float, str, int]] = field(default_factory=list)
+    origin_bytes: int = 0  # counted from the seeds' fetches, lost seeds included
+    seed_requests: dict[str, int] = field(default_factory=dict)  # seed id -> origin requests
+    seed_losses: int = 0
+    waiters: int = 0
     error: str | None = None
     closed: bool = False
-    seed_stats: dict[str, int] | None = None
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     runner: asyncio.Task[None] | None = None
     _events: dict[str, asyncio.Event] = field(default_factory=dict)
@@ -70,7 +73,7 @@ class Job:
         if file_done:
             self.node_bytes[a.peer] = self.node_bytes.get(a.peer, 0) + self.tasks[a.piece[0]].size
 
-    def report(self, nodes: list[str], seed_stats: dict[str, int]) -> Report:
+    def report(self, nodes: list[str]) -> Report:
         """The report as it stands, for ``nodes``."""
         rows = []
         for node in nodes:
@@ -88,12 +91,12 @@ class Job:
             commit=self.plan.commit,
             files=len(self.plan.files),
             bytes=self.plan.total_bytes,
-            origin_bytes=seed_stats.get("origin_bytes", 0),
-            origin_requests=seed_stats.get("origin_requests", 0),
+            origin_bytes=self.origin_bytes,
+            origin_requests=sum(self.seed_requests.values()),
             p2p_bytes=self.p2p_bytes,
             seconds=round(time.monotonic() - self.started, 3),
             nodes=rows,
-            served={("seed" if h == self.seed_id else h): b for h, b in self.served.items()},
+            served={("seed" if h.startswith("seed-") else h): b for h, b in self.served.items()},
             job_id=self.job_id,
         )
 

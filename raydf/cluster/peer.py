@@ -16,6 +16,8 @@ import os
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +46,8 @@ class _Assembly:
     have: set[int] = field(default_factory=set)
     complete: bool = False
     jobs: set[str] = field(default_factory=set)
+    busy: int = 0  # pulls and lends using ``fd`` right now
+    retired: bool = False  # no job wants it: close ``fd`` once nobody uses it
 
 
 class PeerActor:
@@ -52,6 +56,7 @@ class PeerActor:
     def __init__(self, node_id: str, memory_budget: int | None = None) -> None:
         self.node_id = node_id
         self.cache = NodeCache()
+        self.cache.sweep_orphans()  # left by a peer that died on this node
         self._budget = memory_budget or _default_budget(node_id)
         self._lock = threading.Lock()
         self._tasks: dict[str, _Assembly] = {}
@@ -115,8 +120,12 @@ class PeerActor:
         Returns ``{"bytes", "seconds", "crc", "file_done"}``, or
         ``{"source_lost": True}`` when the holder is gone.
         """
+        with self._using(task_id) as asm:
+            return self._pull(asm, index, crc, source)
+
+    def _pull(self, asm: _Assembly, index: int, crc: int | None, source: Any) -> dict[str, Any]:
         started = time.monotonic()
-        asm = self._tasks[task_id]
+        task_id = asm.spec.task_id
         piece = asm.spec.piece(index)
         try:
             ref, lender_crc = ray.get(source.lend.remote(task_id, index))
@@ -139,10 +148,16 @@ class PeerActor:
             asm.have.add(index)
             self.received_bytes += piece.length
             last = len(asm.have) == asm.spec.num_pieces and not asm.complete
+        result = {"bytes": piece.length, "seconds": time.monotonic() - started,
+                  "crc": expected, "file_done": last}
         if last:
-            self._finish(asm)
-        return {"bytes": piece.length, "seconds": time.monotonic() - started,
-                "crc": expected, "file_done": last}
+            try:
+                self._finish(asm)
+            except IntegrityError as err:
+                # The origin sent bytes that do not match its own digest: every
+                # copy of this file is suspect, so this node stops serving it.
+                result["file_corrupt"] = str(err)
+        return result
 
     def _finish(self, asm: _Assembly) -> None:
         """Verify the whole file, move it into the cache, place it for every job."""
@@ -150,8 +165,8 @@ class PeerActor:
             blob = self.cache.commit(asm.path, asm.spec.file)
         except IntegrityError:
             with self._lock:
-                asm.have.clear()
                 self._unpin_task(asm.spec.task_id)
+                self._retire(asm)
             raise
         with self._lock:
             asm.path, asm.complete = blob, True
@@ -168,8 +183,9 @@ class PeerActor:
             pinned = self._pinned.get(key)
             if pinned is not None:
                 self._pinned.move_to_end(key)
-            asm = self._tasks[task_id]
-        if pinned is None:
+                self.served_bytes += pinned[2]
+                return [pinned[0], pinned[1]]
+        with self._using(task_id) as asm:
             piece = asm.spec.piece(index)
             buffer = np.empty(piece.length, dtype=np.uint8)
             if piece.length and os.preadv(asm.fd, [buffer], piece.start) != piece.length:
@@ -178,10 +194,37 @@ class PeerActor:
             ref = ray.put(buffer)
             with self._lock:
                 self._pin(key, ref, crc, piece.length)
-            pinned = (ref, crc, piece.length)
+                self.served_bytes += piece.length
+            return [ref, crc]
+
+    @contextmanager
+    def _using(self, task_id: str) -> Iterator[_Assembly]:
+        """Hold a task's file open while a pull or lend uses it."""
         with self._lock:
-            self.served_bytes += pinned[2]
-        return [pinned[0], pinned[1]]
+            asm = self._tasks.get(task_id)
+            if asm is None or asm.retired:
+                raise KeyError(f"node {self.node_id[:8]} no longer has {task_id}")
+            asm.busy += 1
+        try:
+            yield asm
+        finally:
+            with self._lock:
+                asm.busy -= 1
+                if asm.retired and asm.busy == 0:
+                    self._close(asm)
+
+    def _retire(self, asm: _Assembly) -> None:
+        """Forget a task (lock held); its file closes when the last user is done."""
+        asm.retired = True
+        if self._tasks.get(asm.spec.task_id) is asm:
+            del self._tasks[asm.spec.task_id]
+        if asm.busy == 0:
+            self._close(asm)
+
+    def _close(self, asm: _Assembly) -> None:
+        os.close(asm.fd)
+        if not asm.complete:
+            self.cache.discard(asm.path)
 
     def _pin(self, key: PieceId, ref: Any, crc: int, nbytes: int) -> None:
         old = self._pinned.pop(key, None)
@@ -211,10 +254,7 @@ class PeerActor:
                 if asm.jobs:
                     continue
                 self._unpin_task(task_id)
-                os.close(asm.fd)
-                if not asm.complete:
-                    self.cache.discard(asm.path)
-                del self._tasks[task_id]
+                self._retire(asm)
 
     def snapshot(self) -> dict[str, Any]:
         with self._lock:

@@ -39,6 +39,7 @@ SEED_COPIES = 2  # peers holding a piece before the seed lets it go
 MAX_PIECE_FAILURES = 5
 KEEP_FINISHED_JOBS = 16
 CLAIM_TIMEOUT = 300.0  # a leader that never submits is presumed gone
+SEEDLESS_TIMEOUT = 600.0  # nothing moved for this long: give up rather than hang
 
 
 class SchedulerActor:
@@ -129,11 +130,15 @@ class SchedulerActor:
         """The report for ``nodes`` (default: all) once each finished or failed."""
         job = self._jobs[job_id]
         wanted = list(job.peers) if nodes is None else nodes
+        job.waiters += 1
         await asyncio.gather(*(job.node_event(n).wait() for n in wanted))
-        if nodes is None and job.runner is not None:
+        everyone = all(job.node_event(n).is_set() for n in job.peers)
+        if everyone and job.runner is not None:
+            # The job is ending: report after its partial files are cleaned up.
             await asyncio.shield(job.runner)
-        stats = job.seed_stats or await self._seed_stats(job)
-        return job.report(wanted, stats)
+        if not job.closed:
+            await self._refresh_seed_requests(job)
+        return job.report(wanted)
 
     def status(self, job_id: str) -> dict[str, Any]:
         """Progress of one job: verified bytes and bytes received per node."""
@@ -145,8 +150,14 @@ class SchedulerActor:
             "nodes": {n: job.node_bytes.get(n, 0) for n in job.peers},
             "received": dict(job.node_received),
             "done": job.closed,
+            "needs_seed": job.seed is None and not job.closed,
             "plan": job.state.snapshot() if job.state else None,
         }
+
+    def job_plan(self, job_id: str) -> tuple[RepoPlan, list[TaskSpec]]:
+        """What a replacement seed needs to take over the job."""
+        job = self._jobs[job_id]
+        return job.plan, list(job.tasks.values())
 
     def timeline(self, job_id: str) -> dict[str, list[tuple[Any, ...]]]:
         """When pieces moved: ``origin`` ``(time, task, index)`` as the seed got each
@@ -206,11 +217,15 @@ class SchedulerActor:
             for a in decide(state):
                 state.start(a)
                 pending[asyncio.ensure_future(self._issue(job, a))] = a
-            if not pending:
+            if not pending and job.seed is not None:
                 break
             woken = asyncio.ensure_future(job.wake.wait())
-            done, _ = await asyncio.wait([*pending, woken], return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait([*pending, woken], timeout=SEEDLESS_TIMEOUT,
+                                         return_when=asyncio.FIRST_COMPLETED)
             woken.cancel()
+            if not done:
+                job.error = "the seed was lost and no caller supplied a new one in time"
+                return
             for fut in done:
                 if fut in pending:
                     self._settle(job, pending.pop(fut), fut)
@@ -241,17 +256,30 @@ class SchedulerActor:
             self._failed(job, a, exc)
             return
         if a.source == ORIGIN:
-            job.crc[a.piece] = result[0]
+            crc, nbytes, requests = result
+            job.crc[a.piece] = crc
+            job.origin_bytes += nbytes
+            job.seed_requests[a.peer] = requests
             job.origin_times.append((time.time(), *a.piece))
             state.finish(a)
             return
+        if a.peer in job.node_error:
+            return  # the receiver already failed and left the plan
         if result.get("source_lost"):
-            if a.source != job.seed_id:
+            if a.source == job.seed_id:
+                self._lose_seed(job)
+            else:
                 job.fail_node(a.source, f"node lost ({result.get('error')})")
-            state.remove_holder(a.source)
+                state.remove_holder(a.source)
+                if a in state.in_flight():
+                    state.fail(a)
             return
         job.crc.setdefault(a.piece, result["crc"])
         state.finish(a)
+        if "file_corrupt" in result:
+            job.fail_node(a.peer, result["file_corrupt"])
+            state.remove_holder(a.peer)
+            return
         job.record_transfer(a, result["bytes"], result["file_done"])
         if state.done(a.peer):
             job.complete_node(a.peer)
@@ -259,9 +287,16 @@ class SchedulerActor:
     def _failed(self, job: Job, a: Assignment, exc: BaseException) -> None:
         state = job.state
         assert state is not None
-        if a.source == ORIGIN:
+        if a.source == ORIGIN or (a.source == job.seed_id
+                                  and isinstance(exc, ray.exceptions.RayActorError)):
+            if isinstance(exc, ray.exceptions.RayActorError):
+                # The seed died: its pieces are gone, a caller supplies a new one.
+                self._lose_seed(job)
+                return
             # The seed retried with backoff already: the origin is not delivering.
             job.error = describe(exc)
+            return
+        if a.peer in job.node_error:
             return
         if isinstance(exc, ray.exceptions.RayActorError):
             job.fail_node(a.peer, f"node lost ({type(exc).__name__})")
@@ -273,6 +308,37 @@ class SchedulerActor:
         if count >= MAX_PIECE_FAILURES:
             job.fail_node(a.peer, describe(exc))
             state.remove_holder(a.peer)
+
+    def _lose_seed(self, job: Job) -> None:
+        state = job.state
+        assert state is not None
+        if job.seed is None:
+            return
+        job.seed_losses += 1
+        state.remove_holder(job.seed_id)
+        job.seed = None
+
+    async def add_seed(self, job_id: str, seed: Any) -> bool:
+        """A caller's replacement for a lost seed (only callers hold the token)."""
+        job = self._jobs.get(job_id)
+        if job is None or job.closed or job.seed is not None or job.state is None:
+            ray.kill(seed)
+            return False
+        job.seed_id = f"seed-{job_id}-{job.seed_losses}"
+        job.seed = seed
+        job.state.add_seed(job.seed_id)
+        job.wake.set()
+        return True
+
+    async def cancel(self, job_id: str) -> None:
+        """The last caller waiting gave up (Ctrl-C): stop the job, drop its partials."""
+        job = self._jobs.get(job_id)
+        if job is None or job.closed:
+            return
+        job.waiters -= 1
+        if job.waiters <= 0:
+            job.error = "cancelled by the caller"
+            job.wake.set()
 
     def _release_seed_pieces(self, job: Job) -> None:
         """Let the seed drop pieces enough peers hold (never one it is still sending)."""
@@ -289,19 +355,23 @@ class SchedulerActor:
         if release:
             job.seed.release.remote(release)
 
-    async def _seed_stats(self, job: Job) -> dict[str, int]:
+    async def _refresh_seed_requests(self, job: Job) -> None:
+        """Ask the live seed how many origin requests it made (listing included)."""
+        if job.seed is None:
+            return
         try:
-            stats: dict[str, int] = await job.seed.stats.remote()
-        except Exception:  # the seed is gone: what it did is lost with it
-            return {"origin_bytes": 0, "origin_requests": 0}
-        return stats
+            stats = await job.seed.stats.remote()
+        except Exception:  # the seed is gone: keep what it last reported
+            return
+        job.seed_requests[job.seed_id] = stats["origin_requests"]
 
     async def _close(self, job: Job) -> None:
         job.closed = True
         if job.fingerprint is not None and self._running.get(job.fingerprint) == job.job_id:
             del self._running[job.fingerprint]
-        job.seed_stats = await self._seed_stats(job)
-        ray.kill(job.seed)
+        await self._refresh_seed_requests(job)
+        if job.seed is not None:
+            ray.kill(job.seed)
         for node, peer in job.peers.items():
             try:
                 await peer.finish_job.remote(job.job_id)

@@ -66,8 +66,16 @@ class SeedActor:
         for task in tasks:
             self._tasks[task.task_id] = task
 
-    def fetch(self, task_id: str, index: int) -> tuple[int, int]:
-        """Fetch one piece from the origin and hold it; return ``(crc, length)``."""
+    def adopt(self, plan: RepoPlan, tasks: list[TaskSpec]) -> None:
+        """Take over a running job's plan (a replacement seed lists nothing again)."""
+        self._plan = plan
+        self.add_tasks(tasks)
+
+    def fetch(self, task_id: str, index: int) -> tuple[int, int, int]:
+        """Fetch one piece from the origin and hold it.
+
+        Returns ``(crc, length, origin requests so far)``.
+        """
         task = self._tasks[task_id]
         piece = task.piece(index)
         buffer = np.empty(piece.length, dtype=np.uint8)
@@ -79,7 +87,7 @@ class SeedActor:
         with self._lock:
             self._held[(task_id, index)] = (ref, crc)
             self.origin_bytes += piece.length
-        return crc, piece.length
+        return crc, piece.length, self._open().requests
 
     def lend(self, task_id: str, index: int) -> list[Any]:
         """``[ref, crc]`` of a held piece; the ref stays owned by this seed."""

@@ -1,0 +1,591 @@
+"""Which piece moves next, and from whom: the scheduling policy of a fan-out.
+
+A fan-out sends *tasks* (one per file, keyed by its content) cut into *pieces*
+to *peers* (one per node). Only *seeds* read the origin hub: a seed fetches a
+piece once, with a ranged GET, and then holds it. Peers pull pieces from
+*holders* (a seed, or a peer that completed the piece) and become holders in
+turn. :class:`PlanState` is the scheduler's bookkeeping and :func:`decide`
+says what to start next. Both are plain Python, no Ray and no I/O, so the same
+code runs in the SchedulerActor, in property tests and in
+``benchmarks/simulate.py``.
+
+The rules :func:`decide` follows:
+
+1. *Origin once.* A piece comes from the origin only when no holder has it,
+   nothing is moving it, and some peer still wants it. Fetches go in (task,
+   index) order, so that peers stream piece *k* while a seed fetches *k+1*,
+   spread over the seeds, at most ``origin_fetches`` in flight per seed.
+2. *Peer to peer, rarest first.* A peer with a free download slot takes the
+   wanted pieces with the fewest copies (holders plus transfers in flight;
+   ties: task, then index). Counting transfers in flight makes peers that
+   decide together take different pieces, which they then trade (BitTorrent's
+   rarest first). The source is a holder with a free upload slot, a peer
+   before a seed (the seed must not be the hot spot), then the least loaded.
+   A holder with a free slot serves its rarest piece to the peer that misses
+   the most: that keeps every peer holding something others lack, so that
+   all uploads stay busy, and lets slow peers keep up. Measured in
+   ``benchmarks/simulate.py``: serving whichever peer came first instead
+   starved the others and idled their uploads (1.8x the lower bound, not 1.1x).
+3. *Losses.* Pieces of a lost holder are taken from the remaining holders and
+   go back to the origin only when none remains.
+
+Cost: every mutation notes what it may have made possible (a peer or holder
+that got a slot back from full, a new holding, a new need), and
+:func:`decide` looks only at those, since once its previous answer was
+started no free download slot could be paired with a free upload slot. The
+notes are forgotten at the first change after a :func:`decide`, except for
+its proposals that were not started. Hence :func:`decide` costs about what it
+can start, not peers x pieces.
+"""
+
+from __future__ import annotations
+
+import bisect
+import heapq
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+__all__ = ["ORIGIN", "Assignment", "Limits", "PieceId", "PlanState", "decide"]
+
+PieceId = tuple[str, int]
+"""(task id = one file's content key, piece index)."""
+
+ORIGIN = "origin"
+"""Pseudo-source of an origin fetch: the hub, read by a seed."""
+
+_FEW = 32  # needers of a piece that _taker compares one by one
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """One transfer: ``peer`` receives ``piece`` from ``source``.
+
+    For an origin fetch ``source`` is :data:`ORIGIN` and ``peer`` is a seed id.
+    """
+
+    peer: str
+    piece: PieceId
+    source: str
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Transfers in flight allowed at once."""
+
+    peer_downloads: int = 4  # into one peer
+    holder_uploads: int = 2  # out of one holder, peer or seed
+    origin_fetches: int = 8  # from the origin, per seed
+
+    def __post_init__(self) -> None:
+        for name in ("peer_downloads", "holder_uploads", "origin_fetches"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"Limits.{name} must be at least 1, got {getattr(self, name)}")
+
+
+class PlanState:
+    """What every peer wants and holds, and what is moving: the scheduler's state.
+
+    Ids are strings outside and small ints inside. Pieces are ints inside too,
+    numbered in (task order, index) order, so sorting them is sorting by task
+    then index.
+    """
+
+    def __init__(self, tasks: Mapping[str, int], seeds: Sequence[str], limits: Limits = Limits()) -> None:
+        """Plan ``tasks`` (task id -> piece count) with the given seeds."""
+        self.limits = limits
+        self._first: dict[str, int] = {}
+        self._count = dict(tasks)
+        self._pieces: list[PieceId] = []
+        for task, count in tasks.items():
+            if count < 1:
+                raise ValueError(f"task {task!r} has {count} pieces; a task has at least one")
+            self._first[task] = len(self._pieces)
+            self._pieces.extend((task, i) for i in range(count))
+        n = len(self._pieces)
+        self._holders: list[set[int]] = [set() for _ in range(n)]
+        self._needers: list[set[int]] = [set() for _ in range(n)]  # want it, not had, not coming
+        self._moving = [0] * n  # transfers and fetches of the piece in flight
+        self._rank = list(range(n))  # copies * n + piece: rarest first, then task and index
+        self._frontier: set[int] = set()  # held by someone and needed by someone
+        self._orphans: set[int] = set()  # needed, no holder, nothing moving: the origin's job
+        self._ids: dict[str, int] = {}
+        self._names: list[str] = []
+        self._holds: dict[int, set[int]] = {}  # holder -> pieces it can serve
+        self._up: dict[int, int] = {}
+        self._free_up: set[int] = set()  # holders with an upload slot free
+        self._seeds: dict[int, int] = {}  # seed -> origin fetches in flight
+        self._wants: dict[int, set[str]] = {}  # peer -> tasks
+        self._total: dict[int, int] = {}  # peer -> pieces wanted
+        self._have: dict[int, set[int]] = {}  # completed, still held or since dropped
+        self._need: dict[int, set[int]] = {}  # wanted, not had, not coming
+        self._recv: dict[int, set[int]] = {}
+        self._down: dict[int, int] = {}
+        self._incomplete: set[int] = set()
+        # Peers with a need and a download slot free, bucketed by how many they need.
+        self._hungry: dict[int, int] = {}  # peer -> its bucket, len(need)
+        self._lag: dict[int, set[int]] = {}
+        self._lag_keys: list[int] = []  # sorted
+        self._flight: dict[Assignment, tuple[int, int, int]] = {}  # -> receiver, piece, source|-1
+        self._served: dict[str, int] = {}  # completed uploads per holder
+        self._origin_done = 0
+        # What changed since the last decide(); see the module docstring.
+        self._dirty_peers: set[int] = set()
+        self._dirty_holders: set[int] = set()  # got an upload slot back from full
+        self._new_holdings: dict[int, set[int]] = {}
+        self._version = 0
+        self._memo: tuple[int, list[Assignment]] | None = None
+        for seed in seeds:
+            self.add_seed(seed)
+
+    # -- changes ---------------------------------------------------------
+
+    def add_seed(self, seed: str) -> None:
+        """Add a seed (a replacement, or one more origin reader)."""
+        self._settle()
+        if seed == ORIGIN or seed in self._ids:
+            raise ValueError(f"seed id {seed!r} is reserved or already in use")
+        self._seeds[self._register(seed)] = 0
+
+    def add_peer(self, peer: str, wants: Iterable[str]) -> None:
+        """Add a peer, or more tasks to one; it must complete every task it wants."""
+        self._settle()
+        wants = list(wants)
+        unknown = [t for t in wants if t not in self._first]
+        if unknown:
+            raise ValueError(f"peer {peer!r} wants unknown tasks {unknown}")
+        pid = self._peer_id(peer)
+        need, have, recv = self._need[pid], self._have[pid], self._recv[pid]
+        for task in wants:
+            if task in self._wants[pid]:
+                continue
+            self._wants[pid].add(task)
+            first, count = self._first[task], self._count[task]
+            self._total[pid] += count
+            for g in range(first, first + count):
+                if g not in have and g not in recv:
+                    need.add(g)
+                    self._needers[g].add(pid)
+                    if len(self._needers[g]) == 1:
+                        self._touch(g)
+        self._touch_peer(pid)
+        self._dirty_peers.add(pid)
+
+    def add_holding(self, holder: str, piece: PieceId) -> None:
+        """``holder`` has ``piece`` (e.g. in its cache); an unknown id becomes a peer."""
+        self._settle()
+        g = self._gid(piece)
+        hid = self._ids.get(holder)
+        self._hold(self._peer_id(holder) if hid is None else hid, g)
+
+    def start(self, a: Assignment) -> None:
+        """The scheduler issued ``a``; refuses one that would corrupt the plan."""
+        self._version += 1
+        if a in self._flight:
+            raise ValueError(f"{a} is already in flight")
+        g = self._gid(a.piece)
+        rid = self._ids.get(a.peer, -1)
+        if a.source == ORIGIN:
+            if rid not in self._seeds:
+                raise ValueError(f"{a}: an origin fetch goes to a seed")
+            self._seeds[rid] += 1
+            self._flight[a] = (rid, g, -1)
+        else:
+            sid = self._ids.get(a.source, -1)
+            if g not in self._need.get(rid, ()):
+                raise ValueError(f"{a}: the peer does not need that piece (had, coming or unwanted)")
+            if g not in self._holds.get(sid, ()):
+                raise ValueError(f"{a}: the source does not hold that piece")
+            self._up[sid] += 1
+            self._down[rid] += 1
+            self._need[rid].discard(g)
+            self._needers[g].discard(rid)
+            self._recv[rid].add(g)
+            self._touch_holder(sid)
+            self._touch_peer(rid)
+            self._flight[a] = (rid, g, sid)
+        self._moving[g] += 1
+        self._touch(g)
+
+    def finish(self, a: Assignment) -> None:
+        """``a`` succeeded: its receiver holds the piece now.
+
+        A finish for a transfer that :meth:`remove_holder` already failed (its
+        source died as the piece arrived) still records the holding.
+        """
+        self._settle()
+        if a in self._flight:
+            rid, g, _ = self._end(a)
+            self._hold(rid, g)
+            if a.source == ORIGIN:
+                self._origin_done += 1
+            else:
+                self._served[a.source] = self._served.get(a.source, 0) + 1
+        elif a.peer in self._ids:
+            self._hold(self._ids[a.peer], self._gid(a.piece))
+
+    def fail(self, a: Assignment) -> None:
+        """``a`` failed: its receiver does not hold the piece (an unknown ``a`` is ignored)."""
+        self._settle()
+        if a in self._flight:
+            self._fail(a)
+
+    def drop_holding(self, holder: str, piece: PieceId) -> None:
+        """``holder`` can no longer serve ``piece``; a peer still counts it as completed."""
+        self._settle()
+        g = self._gid(piece)
+        hid = self._ids.get(holder)
+        if hid is not None and g in self._holds[hid]:
+            self._holds[hid].discard(g)
+            self._holders[g].discard(hid)
+            self._new_holdings.get(hid, set()).discard(g)
+            self._touch(g)
+
+    def remove_holder(self, holder: str) -> None:
+        """A peer or seed died: forget what it held, fail its transfers, drop its wants."""
+        self._settle()
+        hid = self._ids.pop(holder, None)
+        if hid is None:
+            return
+        for a, (rid, _, sid) in list(self._flight.items()):
+            if hid in (rid, sid):
+                self._fail(a)
+        for g in self._holds.pop(hid):
+            self._holders[g].discard(hid)
+            self._touch(g)
+        if hid in self._need:
+            for g in self._need[hid]:
+                self._needers[g].discard(hid)
+                self._touch(g)
+            self._need[hid] = set()
+            self._touch_peer(hid)  # leaves the hungry buckets
+            for table in (self._need, self._wants, self._have, self._recv):
+                del table[hid]
+            del self._total[hid], self._down[hid]
+        self._seeds.pop(hid, None)
+        del self._up[hid]
+        for group in (self._free_up, self._incomplete, self._dirty_peers, self._dirty_holders):
+            group.discard(hid)
+        self._new_holdings.pop(hid, None)
+
+    # -- reading ---------------------------------------------------------
+
+    def done(self, peer: str) -> bool:
+        """Whether ``peer`` has every piece of every task it wants."""
+        pid = self._ids.get(peer)
+        if pid is None or pid not in self._need:
+            raise KeyError(f"unknown peer {peer!r}")
+        return pid not in self._incomplete
+
+    def all_done(self) -> bool:
+        """Whether every peer has everything it wants."""
+        return not self._incomplete
+
+    def holders(self, piece: PieceId) -> frozenset[str]:
+        """Who can serve ``piece`` now."""
+        return frozenset(self._names[h] for h in self._holders[self._gid(piece)])
+
+    def in_flight(self) -> frozenset[Assignment]:
+        """Transfers and origin fetches started and not yet finished or failed."""
+        return frozenset(self._flight)
+
+    def snapshot(self) -> dict:
+        """Counts for progress, ``repr`` and tests, as plain JSON-able data."""
+        peers = {self._names[p]: {"pieces": self._total[p], "done": self._done(p)} for p in self._need}
+        return {
+            "tasks": len(self._first),
+            "pieces": len(self._pieces),
+            "peers": peers,
+            "pieces_total": sum(v["pieces"] for v in peers.values()),
+            "pieces_done": sum(v["done"] for v in peers.values()),
+            "in_flight": len(self._flight),
+            "origin_in_flight": sum(self._seeds.values()),
+            "origin_fetched": self._origin_done,
+            "seeds": sorted(self._names[s] for s in self._seeds),
+            "served": dict(self._served),
+        }
+
+    def __repr__(self) -> str:
+        done, total = sum(map(self._done, self._need)), sum(self._total.values())
+        return (
+            f"<Plan {len(self._first)} tasks, pieces {done}/{total}, "
+            f"{len(self._flight)} in flight | {len(self._need)} peers>"
+        )
+
+    # -- bookkeeping -----------------------------------------------------
+
+    def _settle(self) -> None:
+        """A change begins: forget what the last decide() saw, except its unstarted proposals."""
+        self._version += 1
+        if self._memo is None:
+            return
+        proposed, self._memo = self._memo[1], None
+        self._dirty_peers.clear()
+        self._dirty_holders.clear()
+        self._new_holdings.clear()
+        for a in proposed:
+            if a.source != ORIGIN and a not in self._flight:
+                for name, dirty in ((a.peer, self._dirty_peers), (a.source, self._dirty_holders)):
+                    if name in self._ids:
+                        dirty.add(self._ids[name])
+
+    def _register(self, name: str) -> int:
+        hid = len(self._names)
+        self._names.append(name)
+        self._ids[name] = hid
+        self._holds[hid] = set()
+        self._up[hid] = 0
+        self._free_up.add(hid)
+        return hid
+
+    def _peer_id(self, peer: str) -> int:
+        pid = self._ids.get(peer)
+        if pid is None:
+            if peer == ORIGIN:
+                raise ValueError(f"peer id {peer!r} is reserved")
+            pid = self._register(peer)
+            self._wants[pid], self._total[pid], self._down[pid] = set(), 0, 0
+            self._have[pid], self._need[pid], self._recv[pid] = set(), set(), set()
+        elif pid in self._seeds:
+            raise ValueError(f"{peer!r} is a seed, not a peer")
+        return pid
+
+    def _gid(self, piece: PieceId) -> int:
+        task, index = piece
+        if task not in self._first or not 0 <= index < self._count[task]:
+            raise ValueError(f"unknown piece {piece!r}")
+        return self._first[task] + index
+
+    def _hold(self, hid: int, g: int) -> None:
+        if hid in self._need:  # a peer: the piece is complete there
+            self._have[hid].add(g)
+            if g in self._need[hid]:
+                self._need[hid].discard(g)
+                self._needers[g].discard(hid)
+                self._touch_peer(hid)
+        if g not in self._holds[hid]:
+            self._holds[hid].add(g)
+            self._holders[g].add(hid)
+            self._new_holdings.setdefault(hid, set()).add(g)
+            self._touch(g)
+
+    def _end(self, a: Assignment) -> tuple[int, int, int]:
+        """Take ``a`` out of flight and give its slots back."""
+        rid, g, sid = self._flight.pop(a)
+        self._moving[g] -= 1
+        if sid < 0:
+            if rid in self._seeds:
+                self._seeds[rid] -= 1
+        else:
+            if sid in self._up:
+                self._up[sid] -= 1
+                if self._up[sid] == self.limits.holder_uploads - 1:  # was full: new pairs
+                    self._dirty_holders.add(sid)
+                self._touch_holder(sid)
+            if rid in self._down:
+                self._down[rid] -= 1
+                if self._down[rid] == self.limits.peer_downloads - 1:
+                    self._dirty_peers.add(rid)
+                self._recv[rid].discard(g)
+                self._touch_peer(rid)
+        self._touch(g)
+        return rid, g, sid
+
+    def _fail(self, a: Assignment) -> None:
+        rid, g, sid = self._end(a)
+        if sid >= 0 and rid in self._need and g not in self._have[rid]:
+            self._need[rid].add(g)
+            self._needers[g].add(rid)
+            self._dirty_peers.add(rid)
+            self._touch_peer(rid)
+            self._touch(g)
+
+    def _touch(self, g: int) -> None:
+        """Re-rank piece ``g`` and re-file it as frontier (peers can move it) or orphan."""
+        held, wanted = bool(self._holders[g]), bool(self._needers[g])
+        self._rank[g] = (len(self._holders[g]) + self._moving[g]) * len(self._pieces) + g
+        if held and wanted:
+            self._frontier.add(g)
+        else:
+            self._frontier.discard(g)
+        if wanted and not held and not self._moving[g]:
+            self._orphans.add(g)
+        else:
+            self._orphans.discard(g)
+
+    def _touch_peer(self, p: int) -> None:
+        """Re-file peer ``p`` as hungry (in the bucket of its need) or not, complete or not."""
+        need = len(self._need[p])
+        key = need if self._down[p] < self.limits.peer_downloads else 0
+        old = self._hungry.get(p, 0)
+        if key != old:
+            if old:
+                bucket = self._lag[old]
+                bucket.discard(p)
+                if not bucket:
+                    del self._lag[old]
+                    del self._lag_keys[bisect.bisect_left(self._lag_keys, old)]
+                del self._hungry[p]
+            if key:
+                if key not in self._lag:
+                    self._lag[key] = set()
+                    bisect.insort(self._lag_keys, key)
+                self._lag[key].add(p)
+                self._hungry[p] = key
+        if need or self._recv[p]:
+            self._incomplete.add(p)
+        else:
+            self._incomplete.discard(p)
+
+    def _touch_holder(self, h: int) -> None:
+        if self._up[h] < self.limits.holder_uploads:
+            self._free_up.add(h)
+        else:
+            self._free_up.discard(h)
+
+    def _done(self, p: int) -> int:
+        return self._total[p] - len(self._need[p]) - len(self._recv[p])
+
+    # -- deciding --------------------------------------------------------
+
+    def _propose(self) -> list[Assignment]:
+        if self._memo is None or self._memo[0] != self._version:
+            draft = _Draft(self)
+            self._match_peers(draft)
+            self._match_holders(draft)
+            self._fetch_orphans(draft)
+            self._memo = (self._version, draft.out)
+        return list(self._memo[1])
+
+    def _match_peers(self, draft: _Draft) -> None:
+        """Peers that got a slot back or a new need take their rarest pieces, laggards first."""
+        n = len(self._pieces)
+        hungry = [p for p in self._dirty_peers if p in self._hungry]
+        free = list(self._free_up) if hungry else []
+        for p in sorted(hungry, key=lambda p: (-self._hungry[p], p)):
+            slots = draft.down_free(p)
+            wanted = self._need[p] & self._frontier
+            if 4 * len(free) < len(wanted):  # few free holders (all busy): look at what they have
+                wanted = set().union(*(self._holds[h] & wanted for h in free if draft.up_free(h) > 0))
+            for key in sorted(draft.ranks(wanted)):
+                h = self._source(key % n, draft)
+                if h is not None:
+                    draft.add(p, key % n, h)
+                    slots -= 1
+                    if not slots:
+                        break
+
+    def _match_holders(self, draft: _Draft) -> None:
+        """Holders that got a slot back or a new piece serve their rarest pieces."""
+        n = len(self._pieces)
+        todo = {h: self._holds[h] for h in self._dirty_holders}
+        for h, pieces in self._new_holdings.items():
+            todo.setdefault(h, pieces)
+        # Peers before seeds: a seed serves only what no free peer holder could.
+        for h in sorted(todo, key=lambda h: (h in self._seeds, self._up[h], h)):
+            slots = draft.up_free(h)
+            heap = draft.ranks(todo[h] & self._frontier) if slots > 0 else []
+            heapq.heapify(heap)
+            while slots and heap:
+                g = heapq.heappop(heap) % n
+                p = self._taker(g, draft)
+                if p is not None:  # else no one can take g now: drop it
+                    draft.add(p, g, h)
+                    slots -= 1
+                    heapq.heappush(heap, draft.rank(g))  # one more copy coming
+
+    def _fetch_orphans(self, draft: _Draft) -> None:
+        """Fill free origin slots with unheld pieces in (task, index) order, least busy seed first."""
+        cap = self.limits.origin_fetches
+        free = {s: cap - n for s, n in self._seeds.items() if n < cap}
+        if not free or not self._orphans:
+            return
+        for g in heapq.nsmallest(sum(free.values()), self._orphans):
+            s = max(free, key=lambda s: (free[s], -s))
+            draft.add(s, g, -1)
+            free[s] -= 1
+            if not free[s]:
+                del free[s]
+
+    def _source(self, g: int, draft: _Draft) -> int | None:
+        """The holder to serve ``g``: a peer before a seed, then the least loaded."""
+        holders, free_up, seeds = self._holders[g], self._free_up, self._seeds
+        idle = self.limits.holder_uploads
+        best, best_key = None, (True, 0)
+        # Walk the smaller set: few free holders when busy, an idle holder soon when not.
+        scan, other = (holders, free_up) if len(holders) <= len(free_up) else (free_up, holders)
+        for h in scan:
+            if h in other:
+                free = draft.up_free(h)
+                key = (h in seeds, -free)
+                if free > 0 and (best is None or key < best_key):
+                    best, best_key = h, key
+                    if free == idle and not key[0]:
+                        break  # an idle peer holder: none better
+        return best
+
+    def _taker(self, g: int, draft: _Draft) -> int | None:
+        """A hungry peer that needs ``g``, one of those that need the most."""
+        needers = self._needers[g]
+        if self._hungry.keys().isdisjoint(needers):
+            return None
+        if len(needers) <= _FEW:
+            takers = [p for p in needers if p in self._hungry and draft.can_take(p, g)]
+            return max(takers, key=self._hungry.__getitem__, default=None)
+        for key in reversed(self._lag_keys):  # the laggards usually need g: found at once
+            for p in self._lag[key]:
+                if p in needers and draft.can_take(p, g):
+                    return p
+        return None
+
+
+class _Draft:
+    """What one decide() call has chosen so far, on top of the state it must not change."""
+
+    def __init__(self, state: PlanState) -> None:
+        self.state = state
+        self.n = len(state._pieces)
+        self.out: list[Assignment] = []
+        self.up: dict[int, int] = {}
+        self.down: dict[int, int] = {}
+        self.moving: dict[int, int] = {}
+        self.taken: set[tuple[int, int]] = set()
+
+    def up_free(self, h: int) -> int:
+        return self.state.limits.holder_uploads - self.state._up[h] - self.up.get(h, 0)
+
+    def down_free(self, p: int) -> int:
+        return self.state.limits.peer_downloads - self.state._down[p] - self.down.get(p, 0)
+
+    def can_take(self, p: int, g: int) -> bool:
+        return self.down_free(p) > 0 and (p, g) not in self.taken
+
+    def rank(self, g: int) -> int:
+        """Sort key of ``g``: copies held or coming, then (task, index); ``key % n == g``."""
+        return self.state._rank[g] + self.n * self.moving.get(g, 0)
+
+    def ranks(self, pieces: set[int]) -> list[int]:
+        if self.moving and not self.moving.keys().isdisjoint(pieces):
+            return [self.rank(g) for g in pieces]
+        return list(map(self.state._rank.__getitem__, pieces))
+
+    def add(self, receiver: int, g: int, source: int) -> None:
+        """Choose ``receiver`` <- ``g`` from ``source`` (-1: the origin)."""
+        st = self.state
+        self.moving[g] = self.moving.get(g, 0) + 1
+        if source >= 0:
+            self.up[source] = self.up.get(source, 0) + 1
+            self.down[receiver] = self.down.get(receiver, 0) + 1
+            self.taken.add((receiver, g))
+        name = st._names[source] if source >= 0 else ORIGIN
+        self.out.append(Assignment(st._names[receiver], st._pieces[g], name))
+
+
+def decide(state: PlanState) -> list[Assignment]:
+    """What to start now; the caller calls ``state.start(a)`` for each one it issues.
+
+    Does not change the plan, and two calls with no change between them
+    return the same list. Follows the rules in the module docstring: never
+    exceeds the :class:`Limits`, never sends a peer a piece it has or is
+    receiving, reads the origin only for pieces nobody holds or is moving.
+    """
+    return state._propose()
