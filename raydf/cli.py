@@ -45,11 +45,16 @@ GET_EPILOG = """examples:
       skip files (fnmatch; '*' crosses '/'; 'dir/' means everything under dir)
   raydf get https://example.com/files/model.gguf -O /models/model.gguf
       any web file, with parallel ranged requests
+  raydf get s3://bucket/models/llama/ -O /models/llama -r
+      an object-store prefix (also gs://, abs://, hdfs://; S3-compatible stores
+      through AWS_ENDPOINT_URL)
   raydf get hf://org/model -O /tmp/m -r --local
       download on this machine only, without Ray
 
 environment (flags win): HF_TOKEN, HF_ENDPOINT, MODELSCOPE_API_TOKEN,
-  MODELSCOPE_ENDPOINT, RAYDF_CACHE (node-local cache folder)
+  MODELSCOPE_ENDPOINT, RAYDF_CACHE (node-local cache folder); object stores:
+  AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ENDPOINT_URL,
+  GOOGLE_APPLICATION_CREDENTIALS, AZURE_STORAGE_ACCOUNT_NAME, AZURE_STORAGE_ACCOUNT_KEY
 
 """ + EXIT_CODES
 
@@ -79,7 +84,8 @@ def _add_get(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     p.add_argument("url", metavar="URL",
                    help="hf://[models/|datasets/|spaces/]owner/repo[/path], "
-                   "modelscope://[models/|datasets/]owner/repo[/path], http(s)://..., file:///...")
+                   "modelscope://[models/|datasets/]owner/repo[/path], http(s)://..., "
+                   "file:///..., s3://bucket/key, gs://..., abs://..., hdfs://...")
     p.add_argument("-O", "--output", required=True, metavar="OUT",
                    help="destination: a folder with -r, else the file's path (e.g. -O /models/m)")
     p.add_argument("-r", "--recursive", action="store_true",

@@ -12,7 +12,7 @@ from raydf.backends import BackendOptions, open_backend, options_for
 from raydf.backends.base import Backend
 from raydf.errors import ConfigError, InvalidURL
 from raydf.plan import RepoPlan, filter_files
-from raydf.uri import Source, parse_url
+from raydf.uri import OBJECT_STORE_SCHEMES, Source, parse_url
 
 __all__ = ["Request", "make_request"]
 
@@ -48,8 +48,9 @@ class Request:
             backend.list_files(commit), self.include, self.exclude, origin=self.source.format()
         )
         if not self.recursive:
+            named = self.source.is_hub or self.source.scheme in OBJECT_STORE_SCHEMES
             single = len(files) == 1 and (
-                not self.source.is_hub or files[0].repo_path == self.source.path)
+                not named or files[0].repo_path == self.source.path.rstrip("/"))
             if not single:
                 raise ConfigError(
                     f"{self.url} is a folder or a whole repo; pass -r (--recursive) to fetch "
@@ -83,8 +84,10 @@ def make_request(
     source = parse_url(url)
     if not str(dest).strip():
         raise ConfigError("the destination (-O) is empty; name a folder (with -r) or a file")
-    if source.scheme not in ("hf", "modelscope") and not source.path:
-        raise InvalidURL(f"{url} names no file")
+    if not source.path and not source.is_hub and not (
+            recursive and source.scheme in OBJECT_STORE_SCHEMES):
+        raise InvalidURL(f"{url} names no file" + (
+            "; pass -r to fetch the whole bucket" if source.scheme in OBJECT_STORE_SCHEMES else ""))
     if not recursive and source.is_hub and not source.path:
         raise ConfigError(
             f"{url} is a whole repo; pass -r (--recursive) to fetch it into the folder -O"
