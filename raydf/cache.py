@@ -32,7 +32,7 @@ from raydf.backends.base import RemoteFile
 from raydf.errors import IntegrityError, StorageError
 from raydf.pieces import FileDigest
 
-__all__ = ["NodeCache", "node_path", "verify_file"]
+__all__ = ["NodeCache", "node_path", "storage_error", "verify_file"]
 
 _READ_BLOCK = 8 * 2**20
 # Hugging Face lists regular files (under 10 MiB) by git blob sha1 only, and
@@ -131,7 +131,7 @@ class NodeCache:
                 f.truncate(file.size)
         except OSError as exc:
             path.unlink(missing_ok=True)
-            raise _storage_error(exc, path) from None
+            raise storage_error(exc, path) from None
         return path
 
     def commit(self, partial: Path, file: RemoteFile) -> Path:
@@ -177,7 +177,7 @@ class NodeCache:
             os.replace(tmp, dest)
         except OSError as exc:
             tmp.unlink(missing_ok=True)
-            raise _storage_error(exc, dest) from None
+            raise storage_error(exc, dest) from None
 
     def discard(self, partial: Path) -> None:
         partial.unlink(missing_ok=True)
@@ -203,8 +203,9 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _storage_error(exc: OSError, path: Path) -> StorageError:
-    if exc.errno == errno.ENOSPC:
+def storage_error(exc: OSError, path: Path) -> StorageError:
+    """The StorageError for an OSError met while writing ``path``."""
+    if exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
         return StorageError(f"no space left to write {path}; free space or choose another -O")
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return StorageError(f"cannot write {path}: permission denied; choose a writable -O")

@@ -90,7 +90,7 @@ _UNCAPPED = ("none", "off", "uncapped", "unlimited", "0")
 DEMO_EPILOG = """example:
   raydf demo --nodes 4 --size 256MiB --bandwidth 20MB --out /tmp/raydf-demo
       4 simulated nodes, a 256 MiB model, the origin capped at 20 MB/s; about
-      1.5 minutes on a 2-core machine; writes /tmp/raydf-demo/demo.json
+      2 minutes on an idle 2-core machine; writes /tmp/raydf-demo/demo.json
 
 Needs huggingface_hub (for the per-node baseline). Sizes take decimal (kB, MB,
 GB) or binary (KiB, MiB, GiB) units.

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from raydf.backends.base import Backend, RemoteFile
-from raydf.cache import NodeCache
+from raydf.cache import NodeCache, storage_error
 from raydf.errors import StorageError
 from raydf.pieces import Piece, pieces_of
 from raydf.plan import RepoPlan
@@ -97,8 +97,10 @@ def download(
                 fut.cancel()
             for fut in done:
                 fut.result()  # re-raise the first failure
+    except StorageError:
+        raise
     except OSError as exc:
-        raise StorageError(f"cannot write under {dest}: {exc.strerror or exc}") from None
+        raise storage_error(exc, Path(exc.filename or dest)) from None
     finally:
         for path in partials.values():
             cache.discard(path)  # no-op for the ones committed

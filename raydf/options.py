@@ -11,7 +11,7 @@ from typing import Any
 from raydf.backends import BackendOptions, open_backend, options_for
 from raydf.backends.base import Backend
 from raydf.errors import ConfigError, InvalidURL
-from raydf.plan import RepoPlan, filter_files
+from raydf.plan import RepoPlan, filter_files, normalize_patterns
 from raydf.uri import OBJECT_STORE_SCHEMES, Source, parse_url
 
 __all__ = ["Request", "make_request"]
@@ -92,6 +92,8 @@ def make_request(
         raise ConfigError(
             f"{url} is a whole repo; pass -r (--recursive) to fetch it into the folder -O"
         )
+    normalize_patterns(include)
+    normalize_patterns(exclude)
     options = options_for(source, hub_options, environ)
     return Request(
         source=source,

@@ -14,7 +14,7 @@ from fnmatch import fnmatchcase
 from raydf.backends.base import RemoteFile, safe_relative_path
 from raydf.errors import ConfigError, UnsafeListing
 
-__all__ = ["RepoPlan", "filter_files"]
+__all__ = ["RepoPlan", "filter_files", "normalize_patterns"]
 
 MAX_FILE_SIZE = 2**50  # 1 PiB: anything larger in a listing is a hostile or broken hub
 
@@ -35,7 +35,8 @@ class RepoPlan:
         return f"<RepoPlan {self.url}@{self.commit[:12]} {len(self.files)} files, {self.total_bytes} B>"
 
 
-def _normalize(patterns: Sequence[str] | None) -> list[str]:
+def normalize_patterns(patterns: Sequence[str] | None) -> list[str]:
+    """Check --include/--exclude patterns; ``dir/`` becomes ``dir/*``."""
     out = []
     for pattern in patterns or ():
         if not pattern or pattern != pattern.strip():
@@ -56,7 +57,7 @@ def filter_files(
     Refuses (UnsafeListing) paths escaping the destination, duplicate paths, a
     path that is both a file and a folder, and absurd sizes.
     """
-    inc, exc = _normalize(include), _normalize(exclude)
+    inc, exc = normalize_patterns(include), normalize_patterns(exclude)
     seen: set[str] = set()
     folders: set[str] = set()
     for f in files:

@@ -1,48 +1,39 @@
 """Which piece moves next, and from whom: the scheduling policy of a fan-out.
 
-A fan-out sends *tasks* (one per file, keyed by its content) cut into *pieces*
-to *peers* (one per node). Only *seeds* read the origin hub: a seed fetches a
-piece once, with a ranged GET, and then holds it. Peers pull pieces from
-*holders* (a seed, or a peer that completed the piece) and become holders in
-turn. :class:`PlanState` is the scheduler's bookkeeping and :func:`decide`
-says what to start next. Both are plain Python, no Ray and no I/O, so the same
-code runs in the SchedulerActor, in property tests and in
-``benchmarks/simulate.py``.
-
-The rules :func:`decide` follows:
+A fan-out sends *tasks* (one file each) cut into *pieces* to *peers* (one per
+node). Only *seeds* read the origin: a seed fetches a piece once and holds it.
+Peers pull pieces from *holders* (a seed, or a peer that has the piece) and
+become holders in turn. :class:`PlanState` is the scheduler's bookkeeping,
+:func:`decide` says what to start next: plain Python, no Ray, no I/O.
 
 1. *Origin once.* A piece comes from the origin only when no holder has it,
-   nothing is moving it, and some peer still wants it. Fetches go in (task,
-   index) order, so that peers stream piece *k* while a seed fetches *k+1*,
-   spread over the seeds, at most ``origin_fetches`` in flight per seed.
-2. *Peer to peer, rarest first.* A peer with a free download slot takes the
-   wanted pieces with the fewest copies (holders plus transfers in flight;
-   ties: task, then index). Counting transfers in flight makes peers that
-   decide together take different pieces, which they then trade (BitTorrent's
-   rarest first). The source is a holder with a free upload slot, a peer
-   before a seed (the seed must not be the hot spot), then the least loaded.
-   A holder with a free slot serves its rarest piece to the peer that misses
-   the most: that keeps every peer holding something others lack, so that
-   all uploads stay busy, and lets slow peers keep up. Measured in
-   ``benchmarks/simulate.py``: serving whichever peer came first instead
-   starved the others and idled their uploads (1.8x the lower bound, not 1.1x).
-3. *Losses.* Pieces of a lost holder are taken from the remaining holders and
-   go back to the origin only when none remains.
+   nothing is moving it and some peer needs it; in (task, index) order, so
+   that peers stream piece *k* while a seed fetches *k+1*; spread over the
+   seeds, at most ``origin_fetches`` in flight each.
+2. *Rarest first.* A peer with a free download slot takes the pieces with
+   the fewest copies (held plus moving; ties: task, index), so that peers
+   deciding together take different pieces and trade them (BitTorrent). The
+   source is a holder with a free upload slot: a peer before a seed (the
+   seed must not be the hot spot), then the least loaded. A holder with a
+   free slot serves its rarest piece to the peer that misses the most: every
+   peer then holds something others lack, all uploads stay busy and slow
+   peers keep up. (Serving whichever peer came first starved the others and
+   idled their uploads: 1.8x the lower bound in ``benchmarks/simulate.py``.)
+3. *Losses.* A lost holder's pieces come from the remaining holders, and from
+   the origin only when none remains.
 
-Cost: every mutation notes what it may have made possible (a peer or holder
-that got a slot back from full, a new holding, a new need), and
-:func:`decide` looks only at those, since once its previous answer was
-started no free download slot could be paired with a free upload slot. The
+Cost: mutations note what they may have made possible (a slot back from full,
+a new holding, a new need) and :func:`decide` looks only at that: once its
+last answer was started, no free download slot fits a free upload slot. The
 notes are forgotten at the first change after a :func:`decide`, except for
-its proposals that were not started. Hence :func:`decide` costs about what it
-can start, not peers x pieces.
+proposals left unstarted.
 """
 
 from __future__ import annotations
 
 import bisect
 import heapq
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 __all__ = ["ORIGIN", "Assignment", "Limits", "PieceId", "PlanState", "decide"]
@@ -107,6 +98,7 @@ class PlanState:
         self._moving = [0] * n  # transfers and fetches of the piece in flight
         self._rank = list(range(n))  # copies * n + piece: rarest first, then task and index
         self._frontier: set[int] = set()  # held by someone and needed by someone
+        self._order: list[int] = []  # the frontier's ranks, sorted
         self._orphans: set[int] = set()  # needed, no holder, nothing moving: the origin's job
         self._ids: dict[str, int] = {}
         self._names: list[str] = []
@@ -402,11 +394,16 @@ class PlanState:
     def _touch(self, g: int) -> None:
         """Re-rank piece ``g`` and re-file it as frontier (peers can move it) or orphan."""
         held, wanted = bool(self._holders[g]), bool(self._needers[g])
-        self._rank[g] = (len(self._holders[g]) + self._moving[g]) * len(self._pieces) + g
-        if held and wanted:
-            self._frontier.add(g)
-        else:
-            self._frontier.discard(g)
+        old, rank = self._rank[g], (len(self._holders[g]) + self._moving[g]) * len(self._pieces) + g
+        was, now = g in self._frontier, held and wanted
+        if was != now or old != rank:
+            if was:
+                del self._order[bisect.bisect_left(self._order, old)]
+                self._frontier.discard(g)
+            if now:
+                bisect.insort(self._order, rank)
+                self._frontier.add(g)
+            self._rank[g] = rank
         if wanted and not held and not self._moving[g]:
             self._orphans.add(g)
         else:
@@ -458,40 +455,36 @@ class PlanState:
 
     def _match_peers(self, draft: _Draft) -> None:
         """Peers that got a slot back or a new need take their rarest pieces, laggards first."""
-        n = len(self._pieces)
         hungry = [p for p in self._dirty_peers if p in self._hungry]
-        free = list(self._free_up) if hungry else []
         for p in sorted(hungry, key=lambda p: (-self._hungry[p], p)):
             slots = draft.down_free(p)
-            wanted = self._need[p] & self._frontier
-            if 4 * len(free) < len(wanted):  # few free holders (all busy): look at what they have
-                wanted = set().union(*(self._holds[h] & wanted for h in free if draft.up_free(h) > 0))
-            for key in sorted(draft.ranks(wanted)):
-                h = self._source(key % n, draft)
+            wanted = self._need[p]
+            if 4 * len(self._free_up) < len(wanted):  # few free holders: only their pieces can come
+                wanted = set().union(*(self._holds[h] & wanted for h in self._free_up))
+            for g in _rarest(draft, wanted, []):
+                h = self._source(g, draft)
                 if h is not None:
-                    draft.add(p, key % n, h)
+                    draft.add(p, g, h)
                     slots -= 1
                     if not slots:
                         break
 
     def _match_holders(self, draft: _Draft) -> None:
         """Holders that got a slot back or a new piece serve their rarest pieces."""
-        n = len(self._pieces)
         todo = {h: self._holds[h] for h in self._dirty_holders}
         for h, pieces in self._new_holdings.items():
             todo.setdefault(h, pieces)
         # Peers before seeds: a seed serves only what no free peer holder could.
         for h in sorted(todo, key=lambda h: (h in self._seeds, self._up[h], h)):
-            slots = draft.up_free(h)
-            heap = draft.ranks(todo[h] & self._frontier) if slots > 0 else []
-            heapq.heapify(heap)
-            while slots and heap:
-                g = heapq.heappop(heap) % n
+            slots, again = draft.up_free(h), list[int]()
+            for g in _rarest(draft, todo[h], again) if slots > 0 else ():
                 p = self._taker(g, draft)
                 if p is not None:  # else no one can take g now: drop it
                     draft.add(p, g, h)
                     slots -= 1
-                    heapq.heappush(heap, draft.rank(g))  # one more copy coming
+                    if not slots:
+                        break
+                    heapq.heappush(again, draft.rank(g))  # offer g again, ranked with its new copy
 
     def _fetch_orphans(self, draft: _Draft) -> None:
         """Fill free origin slots with unheld pieces in (task, index) order, least busy seed first."""
@@ -578,6 +571,37 @@ class _Draft:
             self.taken.add((receiver, g))
         name = st._names[source] if source >= 0 else ORIGIN
         self.out.append(Assignment(st._names[receiver], st._pieces[g], name))
+
+
+def _rarest(draft: _Draft, among: set[int], heap: list[int]) -> Iterator[int]:
+    """Pieces of ``among`` peers can move, rarest first, counting the draft's copies.
+
+    Walks the state's sorted frontier, so that a holder's rarest servable piece
+    costs about how far down it is, not how many pieces the holder has. The
+    caller may push ranks onto ``heap`` between pieces (a piece to offer again).
+    """
+    st, n = draft.state, draft.n
+    stream: Iterator[int] = iter(st._order)
+    if len(among) * 16 < len(st._frontier):  # few: rank them all
+        heap.extend(draft.ranks(among & st._frontier))
+        heapq.heapify(heap)
+        stream = iter(())
+    pending = None
+    while True:
+        if pending is None:
+            for key in stream:
+                if key % n in among:
+                    if key % n not in draft.moving:
+                        pending = key
+                        break
+                    heapq.heappush(heap, draft.rank(key % n))  # ranked higher now: merge it later
+        if heap and (pending is None or heap[0] < pending):
+            yield heapq.heappop(heap) % n
+        elif pending is None:
+            return
+        else:
+            yield pending % n
+            pending = None
 
 
 def decide(state: PlanState) -> list[Assignment]:

@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import re
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -151,6 +152,12 @@ class HubTransport:
             try:
                 response = self._follow(method, url, params, headers)
             except (httpx.TimeoutException, httpx.TransportError) as exc:
+                if _tls_refused(exc):
+                    raise OriginUnavailable(
+                        f"{self.endpoint}: its TLS certificate could not be verified; raydf "
+                        "keeps verification on. Fix the certificate, or point SSL_CERT_FILE at "
+                        "the CA that signed it"
+                    ) from None
                 if attempt >= self._retry.retries:
                     raise OriginUnavailable(
                         f"{self.endpoint} did not answer ({type(exc).__name__}) after "
@@ -260,6 +267,16 @@ class HubTransport:
                 filled += n
             if filled != len(buffer):
                 raise _ShortBody(f"got {filled} of {len(buffer)} bytes")
+
+
+def _tls_refused(exc: BaseException) -> bool:
+    """A certificate that failed verification: retrying cannot help."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return "CERTIFICATE_VERIFY_FAILED" in str(exc)
 
 
 class _ShortBody(Exception):
