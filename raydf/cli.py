@@ -126,7 +126,18 @@ def _add_hub(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         description="Local hub emulator; `raydf hub serve --help` for its options.",
         add_help=False,
     )
-    p.add_argument("hub_args", nargs=argparse.REMAINDER)
+    p.add_argument("hub_args", nargs=argparse.REMAINDER, help="see `raydf hub --help`")
+
+
+def _add_demo(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser(
+        "demo",
+        help="the main job on the embedded default: hub emulator + simulated cluster",
+        description="Start the local hub emulator and a simulated multi-node Ray cluster, and "
+        "compare every node downloading on its own with raydf. `raydf demo --help` for options.",
+        add_help=False,
+    )
+    p.add_argument("demo_args", nargs=argparse.REMAINDER, help="see `raydf demo --help`")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -140,19 +151,26 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_get(sub)
     _add_hub(sub)
+    _add_demo(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``raydf`` console script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # `hub` and `demo` parse their own arguments (their --help included).
+    if argv and argv[0] == "hub":
+        from raydf.testing.hub.__main__ import main as hub_main
+
+        return hub_main(argv[1:])
+    if argv and argv[0] == "demo":
+        from raydf.demo import main as demo_main
+
+        return demo_main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         if args.command == "get":
             return _get(args)
-        if args.command == "hub":
-            from raydf.testing.hub.__main__ import main as hub_main
-
-            return hub_main(args.hub_args)
     except RaydfError as err:
         print(f"raydf: error: {err}", file=sys.stderr)
         return _exit_code(err)
