@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from raydf.cache import NodeCache, node_path
+from raydf.cluster.job import describe
 from raydf.errors import FanoutError
 from raydf.local import download
 from raydf.options import Request, make_request
@@ -148,11 +149,20 @@ def _await_report(
 
     from raydf.cluster.service import spawn_seed
 
-    waiting = sched.wait.remote(job, nodes)
     bar: ProgressBar | None = None
     try:
-        while not ray.wait([waiting], timeout=_POLL_SECONDS)[0]:
-            status = ray.get(sched.status.remote(job))
+        waiting = sched.wait.remote(job, nodes)
+        while True:
+            try:
+                if ray.wait([waiting], timeout=_POLL_SECONDS)[0]:
+                    report: Report = ray.get(waiting)
+                    return report
+                status = ray.get(sched.status.remote(job))
+            except ray.exceptions.ActorUnavailableError:
+                # A passing hiccup (e.g. a node of the cluster just went away):
+                # the scheduler is alive; ask again.
+                waiting = sched.wait.remote(job, nodes)
+                continue
             if status["needs_seed"]:
                 # Only callers hold the token, so a caller makes the replacement.
                 seed = spawn_seed(request, limits.origin_fetches)
@@ -161,19 +171,17 @@ def _await_report(
             if progress:
                 bar = bar or ProgressBar(status["bytes"] * len(nodes), request.source.name)
                 bar.set(sum(status["received"].get(n, 0) for n in nodes))
-        report: Report = ray.get(waiting)
     except KeyboardInterrupt:
         ray.get(sched.cancel.remote(job))
         raise
-    except ray.exceptions.RayActorError:
+    except ray.exceptions.ActorDiedError as exc:
         raise FanoutError(
             "the raydf scheduler died during the fan-out; run the same command again: "
-            "what nodes already received is kept and not fetched again"
+            f"what nodes already received is kept and not fetched again ({describe(exc)})"
         ) from None
     finally:
         if bar is not None:
             bar.close()
-    return report
 
 
 def download_here(request: Request, *, progress: bool = False) -> Report:

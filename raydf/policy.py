@@ -129,8 +129,6 @@ class PlanState:
         for seed in seeds:
             self.add_seed(seed)
 
-    # -- changes ---------------------------------------------------------
-
     def add_seed(self, seed: str) -> None:
         """Add a seed (a replacement, or one more origin reader)."""
         self._settle()
@@ -259,8 +257,6 @@ class PlanState:
             group.discard(hid)
         self._new_holdings.pop(hid, None)
 
-    # -- reading ---------------------------------------------------------
-
     def done(self, peer: str) -> bool:
         """Whether ``peer`` has every piece of every task it wants."""
         pid = self._ids.get(peer)
@@ -302,8 +298,6 @@ class PlanState:
             f"<Plan {len(self._first)} tasks, pieces {done}/{total}, "
             f"{len(self._flight)} in flight | {len(self._need)} peers>"
         )
-
-    # -- bookkeeping -----------------------------------------------------
 
     def _settle(self) -> None:
         """A change begins: forget what the last decide() saw, except its unstarted proposals."""
@@ -404,10 +398,8 @@ class PlanState:
                 bisect.insort(self._order, rank)
                 self._frontier.add(g)
             self._rank[g] = rank
-        if wanted and not held and not self._moving[g]:
-            self._orphans.add(g)
-        else:
-            self._orphans.discard(g)
+        orphan = wanted and not held and not self._moving[g]
+        (self._orphans.add if orphan else self._orphans.discard)(g)
 
     def _touch_peer(self, p: int) -> None:
         """Re-file peer ``p`` as hungry (in the bucket of its need) or not, complete or not."""
@@ -428,21 +420,13 @@ class PlanState:
                     bisect.insort(self._lag_keys, key)
                 self._lag[key].add(p)
                 self._hungry[p] = key
-        if need or self._recv[p]:
-            self._incomplete.add(p)
-        else:
-            self._incomplete.discard(p)
+        (self._incomplete.add if need or self._recv[p] else self._incomplete.discard)(p)
 
     def _touch_holder(self, h: int) -> None:
-        if self._up[h] < self.limits.holder_uploads:
-            self._free_up.add(h)
-        else:
-            self._free_up.discard(h)
+        (self._free_up.add if self._up[h] < self.limits.holder_uploads else self._free_up.discard)(h)
 
     def _done(self, p: int) -> int:
         return self._total[p] - len(self._need[p]) - len(self._recv[p])
-
-    # -- deciding --------------------------------------------------------
 
     def _propose(self) -> list[Assignment]:
         if self._memo is None or self._memo[0] != self._version:

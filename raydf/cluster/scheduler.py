@@ -287,8 +287,7 @@ class SchedulerActor:
     def _failed(self, job: Job, a: Assignment, exc: BaseException) -> None:
         state = job.state
         assert state is not None
-        if a.source == ORIGIN or (a.source == job.seed_id
-                                  and isinstance(exc, ray.exceptions.RayActorError)):
+        if a.source == ORIGIN:  # the callee was the seed itself
             if isinstance(exc, ray.exceptions.RayActorError):
                 # The seed died: its pieces are gone, a caller supplies a new one.
                 self._lose_seed(job)

@@ -125,7 +125,8 @@ def scheduler() -> Any:
         get_if_exists=True,
         num_cpus=0,
         max_concurrency=1000,
-        **_on_head(soft=True),
+        # Hard: a scheduler that wandered onto a worker dies with that node.
+        **_on_head(soft=False),
     ).remote()
 
 
