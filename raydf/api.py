@@ -103,7 +103,14 @@ def run_fanout(
     """
     import ray
 
-    from raydf.cluster.service import fingerprint, peer_for, scheduler, spawn_seed, unwrap
+    from raydf.cluster.service import (
+        existing_peers,
+        fingerprint,
+        peer_for,
+        scheduler,
+        spawn_seed,
+        unwrap,
+    )
     from raydf.cluster.spec import tasks_of
 
     limits = limits or Limits()
@@ -123,7 +130,7 @@ def run_fanout(
             tasks = tasks_of(plan)
             ray.get(seed.add_tasks.remote(tasks))
             job = ray.get(sched.submit.remote(plan, tasks, seed, peers, str(request.dest_dir),
-                                              limits, memory_budget, key))
+                                              limits, memory_budget, key, existing_peers()))
         except BaseException:
             ray.kill(seed)
             raise

@@ -24,7 +24,7 @@ class Job:
     tasks: dict[str, TaskSpec]
     seed_id: str
     seed: Any  # None while the job waits for a replacement of a lost seed
-    peers: dict[str, Any]  # node id -> PeerActor handle
+    peers: dict[str, Any]  # node id -> PeerActor handle of the target nodes
     dest: str
     limits: Limits
     budget: int | None
@@ -49,7 +49,12 @@ class Job:
     closed: bool = False
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     runner: asyncio.Task[None] | None = None
+    holders: dict[str, Any] = field(default_factory=dict)  # serve from cache only
     _events: dict[str, asyncio.Event] = field(default_factory=dict)
+
+    def actor(self, node: str) -> Any:
+        """The PeerActor of ``node``, a target or a serving-only holder."""
+        return self.peers.get(node) or self.holders[node]
 
     def node_event(self, node: str) -> asyncio.Event:
         """Set once ``node`` completed or failed."""

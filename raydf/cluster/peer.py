@@ -60,7 +60,8 @@ class PeerActor:
         self._budget = memory_budget or _default_budget(node_id)
         self._lock = threading.Lock()
         self._tasks: dict[str, _Assembly] = {}
-        self._jobs: dict[str, tuple[Path, list[str]]] = {}  # job -> (dest dir, task ids)
+        # job -> (dest dir, or None where this node only serves; task ids)
+        self._jobs: dict[str, tuple[Path | None, list[str]]] = {}
         self._pinned: OrderedDict[PieceId, tuple[Any, int, int]] = OrderedDict()
         self._pinned_bytes = 0
         self.received_bytes = 0
@@ -89,20 +90,40 @@ class PeerActor:
             self._jobs[job_id] = (dest_dir, [t.task_id for t in tasks])
             for task in tasks:
                 asm = self._tasks.get(task.task_id) or self._open(task)
+                assert asm is not None
                 asm.jobs.add(job_id)
                 if asm.complete:
                     self._place(asm, dest_dir)
                 have[task.task_id] = sorted(asm.have)
         return have
 
-    def _open(self, task: TaskSpec) -> _Assembly:
+    def offer(self, job_id: str, tasks: list[TaskSpec]) -> dict[str, list[int]]:
+        """Serve a job this node is not a target of, from what it already has.
+
+        Opens no partial file and places nothing; returns, per task, the piece
+        indices this node can serve (whole files from its cache).
+        """
+        have: dict[str, list[int]] = {}
+        with self._lock:
+            for task in tasks:
+                asm = self._tasks.get(task.task_id) or self._open(task, receive=False)
+                if asm is None:
+                    continue
+                asm.jobs.add(job_id)
+                have[task.task_id] = sorted(asm.have)
+            self._jobs[job_id] = (None, list(have))
+        return have
+
+    def _open(self, task: TaskSpec, *, receive: bool = True) -> _Assembly | None:
         blob = self.cache.blob(task.file)
         if blob is not None:
             fd = os.open(blob, os.O_RDONLY)
             asm = _Assembly(task, blob, fd, set(range(task.num_pieces)), complete=True)
-        else:
+        elif receive:
             partial = self.cache.new_partial(task.file)
             asm = _Assembly(task, partial, os.open(partial, os.O_RDWR))
+        else:
+            return None
         self._tasks[task.task_id] = asm
         return asm
 
@@ -172,7 +193,8 @@ class PeerActor:
             asm.path, asm.complete = blob, True
             dests = [self._jobs[j][0] for j in asm.jobs if j in self._jobs]
         for dest_dir in dests:
-            self._place(asm, dest_dir)
+            if dest_dir is not None:
+                self._place(asm, dest_dir)
 
     # -- serving ---------------------------------------------------------
 

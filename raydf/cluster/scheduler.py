@@ -20,6 +20,7 @@ joiners need it, and no longer.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from typing import Any
@@ -95,6 +96,8 @@ class SchedulerActor:
             return False
         fresh = {n: p for n, p in peers.items() if n not in job.peers}
         job.peers.update(fresh)
+        for node in fresh:
+            job.holders.pop(node, None)  # now a receiver too
         await self._prepare(job, fresh)
         job.wake.set()
         return True
@@ -111,11 +114,16 @@ class SchedulerActor:
         limits: Limits | None = None,
         memory_budget: int | None = None,
         fingerprint: str | None = None,
+        holders: dict[str, Any] | None = None,
     ) -> str:
-        """Start a job (taking over ``seed``); returns its id at once."""
+        """Start a job (taking over ``seed``); returns its id at once.
+
+        ``holders``: peers on other nodes that may serve from their caches.
+        """
         job_id = uuid.uuid4().hex[:12]
         job = Job(job_id, plan, {t.task_id: t for t in tasks}, f"seed-{job_id}", seed,
                   dict(peers), dest, limits or Limits(), memory_budget, fingerprint)
+        job.holders = {n: h for n, h in (holders or {}).items() if n not in peers}
         self._jobs[job_id] = job
         job.state = PlanState({t.task_id: t.num_pieces for t in tasks}, [job.seed_id],
                               job.limits)
@@ -178,6 +186,7 @@ class SchedulerActor:
     async def _run(self, job: Job) -> None:
         try:
             await self._prepare(job, dict(job.peers))
+            await self._enlist_holders(job)
             await self._drive(job)
         except RaydfError as err:
             job.error = str(err)
@@ -185,6 +194,22 @@ class SchedulerActor:
             job.error = f"{type(exc).__name__}: {exc}"
         finally:
             await self._close(job)
+
+    async def _enlist_holders(self, job: Job) -> None:
+        """Let peers on non-target nodes serve what their caches already have."""
+        tasks = list(job.tasks.values())
+        state = job.state
+        assert state is not None
+        calls = {n: h.offer.remote(job.job_id, tasks) for n, h in job.holders.items()}
+        for node, call in calls.items():
+            try:
+                have: dict[str, list[int]] = await call
+            except Exception:  # a node that cannot serve is simply not a holder
+                job.holders.pop(node, None)
+                continue
+            for task_id, indices in have.items():
+                for index in indices:
+                    state.add_holding(node, (task_id, index))
 
     async def _prepare(self, job: Job, peers: dict[str, Any]) -> None:
         tasks = list(job.tasks.values())
@@ -242,7 +267,7 @@ class SchedulerActor:
     async def _issue(self, job: Job, a: Assignment) -> Any:
         if a.source == ORIGIN:
             return await job.seed.fetch.remote(*a.piece)
-        source = job.seed if a.source == job.seed_id else job.peers[a.source]
+        source = job.seed if a.source == job.seed_id else job.actor(a.source)
         crc = job.crc.get(a.piece)
         return await job.peers[a.peer].pull.remote(a.piece[0], a.piece[1], crc, source)
 
@@ -376,6 +401,9 @@ class SchedulerActor:
                 await peer.finish_job.remote(job.job_id)
             except Exception as exc:
                 job.fail_node(node, describe(exc))
+        for holder in job.holders.values():
+            with contextlib.suppress(Exception):
+                await holder.finish_job.remote(job.job_id)
         for node in job.peers:
             if not job.node_event(node).is_set():
                 job.fail_node(node, job.error or "the job ended before this node completed")

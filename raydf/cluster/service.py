@@ -9,6 +9,7 @@ Serve replica) finds them. Seeds are not detached: each belongs to the job
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import uuid
@@ -26,6 +27,7 @@ from raydf.options import Request
 __all__ = [
     "NAMESPACE",
     "connect",
+    "existing_peers",
     "fingerprint",
     "peer_for",
     "scheduler",
@@ -141,6 +143,16 @@ def peer_for(node_id: str) -> Any:
         max_concurrency=32,
         scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False),
     ).remote(node_id)
+
+
+def existing_peers() -> dict[str, Any]:
+    """The peer actors already running on alive nodes (none is created)."""
+    peers = {}
+    for node in _alive_nodes():
+        node_id = str(node["NodeID"])
+        with contextlib.suppress(ValueError):
+            peers[node_id] = ray.get_actor(f"raydf-peer-{node_id}", namespace=NAMESPACE)
+    return peers
 
 
 def spawn_seed(request: Request, fetches: int) -> Any:

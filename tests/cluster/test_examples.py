@@ -5,8 +5,7 @@
 4 Train-style workers, one per node, each calling ``raydf.get`` at the same
 time. Both must leave the files on every node, answer from the weights /
 data that are there, and read the origin once. Last, a replica that starts
-after the fan-out ended should get the model from the nodes that have it
-(a strict xfail: the engine reads the origin again).
+after the fan-out ended gets the model from the nodes that have it.
 """
 
 from __future__ import annotations
@@ -240,10 +239,6 @@ def test_four_workers_on_four_nodes_read_the_origin_once(
 # -- Serve: a replica that starts after the fan-out ended -----------------------
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "engine: raydf.get on a node starts a job whose only peer is that node, so a call made after "
-    "an earlier fan-out ended reads the whole repo from the origin again, although other nodes "
-    "hold every piece (measured: origin bytes == repo bytes, want 0)"))
 def test_a_replica_started_after_the_fan_out_reads_nothing_from_the_origin(
     cluster: LocalCluster, hub: HubEmulator, hub_root: Path, serve_port: int
 ) -> None:
