@@ -33,12 +33,14 @@ def fanout(
     memory_budget: int | None = None,
     limits: Limits | None = None,
     progress: bool = False,
+    layout: str = "files",
     **hub_options: str | None,
 ) -> Report:
     """Deliver ``url`` to ``dest`` on every target node; return the report.
 
     ``nodes``: ``auto`` (GPU nodes if any, else all), ``gpu``, ``all`` or a
-    label selector ``key=value``. ``hub_options``: ``hf_token``,
+    label selector ``key=value``. ``layout="hf-cache"`` makes ``dest`` a Hugging
+    Face cache folder (see :mod:`raydf.layout`). ``hub_options``: ``hf_token``,
     ``hf_revision``, ``hf_endpoint``, ``ms_token``, ``ms_revision``,
     ``ms_endpoint`` (else the environment). Starts a local Ray cluster if none
     is running. The report's ``ok`` is true only when every node has every
@@ -49,7 +51,7 @@ def fanout(
     from raydf.cluster.service import connect, target_nodes
 
     request = make_request(url, dest, recursive=recursive, include=include, exclude=exclude,
-                           hub_options=hub_options)
+                           hub_options=hub_options, layout=layout)
     connect(address)
     return run_fanout(request, target_nodes(nodes), memory_budget=memory_budget,
                       limits=limits, progress=progress)
@@ -95,8 +97,11 @@ def run_fanout(
     memory_budget: int | None = None,
     limits: Limits | None = None,
     progress: bool = False,
+    place: bool = True,
 ) -> Report:
     """Run one fan-out of a checked request to ``nodes`` (Ray already connected).
+
+    ``place=False`` fills the nodes' caches only (``raydf warm``).
 
     Joins a running job for the same request (and token) instead of starting
     another, so concurrent callers share one listing and one origin read.
@@ -112,11 +117,12 @@ def run_fanout(
         unwrap,
     )
     from raydf.cluster.spec import tasks_of
+    from raydf.layout import hf_cache_layout
 
     limits = limits or Limits()
     peers = {node: peer_for(node) for node in nodes}
     sched = scheduler()
-    key = fingerprint(request)
+    key = fingerprint(request) + ("" if place else ":cache-only")
     while True:
         running = ray.get(sched.claim.remote(key))
         if running is None:
@@ -129,8 +135,13 @@ def run_fanout(
             plan = ray.get(seed.plan.remote())
             tasks = tasks_of(plan)
             ray.get(seed.add_tasks.remote(tasks))
-            job = ray.get(sched.submit.remote(plan, tasks, seed, peers, str(request.dest_dir),
-                                              limits, memory_budget, key, existing_peers()))
+            aux: list[tuple[str, str]] = []
+            if request.layout == "hf-cache":
+                revision = request.backend_options.revision or "main"
+                tasks, aux = hf_cache_layout(plan, tasks, request.source, revision)
+            dest = str(request.dest_dir) if place else ""
+            job = ray.get(sched.submit.remote(plan, tasks, seed, peers, dest, limits,
+                                              memory_budget, key, existing_peers(), aux))
         except BaseException:
             ray.kill(seed)
             raise
@@ -177,7 +188,12 @@ def _await_report(
                 ray.get(sched.add_seed.remote(job, seed))
             if progress:
                 bar = bar or ProgressBar(status["bytes"] * len(nodes), request.source.name)
-                bar.set(sum(status["received"].get(n, 0) for n in nodes))
+                # Per node: the slowest node's share, and how many are complete.
+                shares = [status["received"].get(n, 0) / max(status["bytes"], 1) for n in nodes]
+                complete = sum(status["nodes"].get(n, 0) >= status["bytes"] for n in nodes)
+                bar.set(sum(status["received"].get(n, 0) for n in nodes),
+                        f"{request.source.name} | slowest node {min(shares):.0%} | "
+                        f"{complete}/{len(nodes)} nodes done")
     except KeyboardInterrupt:
         ray.get(sched.cancel.remote(job))
         raise

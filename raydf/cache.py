@@ -193,6 +193,53 @@ class NodeCache:
         return swept
 
 
+    def entries(self) -> list[dict[str, object]]:
+        """Every verified blob: ``key``, ``bytes``, ``in_use`` (linked from a destination)."""
+        rows: list[dict[str, object]] = []
+        names: dict[int, int] = {}
+        blobs = sorted(self.blobs.iterdir()) if self.blobs.exists() else []
+        stats = {blob: blob.stat() for blob in blobs}
+        for st in stats.values():
+            names[st.st_ino] = names.get(st.st_ino, 0) + 1
+        for blob, st in stats.items():
+            # Links beyond the cache's own names (aliases) are destinations.
+            rows.append({"key": blob.name, "bytes": st.st_size,
+                         "in_use": st.st_nlink > names[st.st_ino]})
+        return rows
+
+    def usage(self) -> int:
+        """Bytes the blobs take (aliases of one file counted once)."""
+        inodes = {}
+        for blob in self.blobs.iterdir() if self.blobs.exists() else []:
+            st = blob.stat()
+            inodes[st.st_ino] = st.st_size
+        return sum(inodes.values())
+
+    def remove(self, key: str) -> int:
+        """Delete the blob ``key`` and its aliases; destinations keep their files."""
+        target = self.blobs / key
+        if "/" in key or not target.exists():
+            return 0
+        inode = target.stat().st_ino
+        removed = 0
+        for blob in list(self.blobs.iterdir()):
+            if blob.stat().st_ino == inode:
+                blob.unlink()
+                removed += 1
+        return removed
+
+    def gc(self) -> dict[str, int]:
+        """Sweep abandoned partials and blobs no destination links to any more."""
+        unused = [row for row in self.entries() if not row["in_use"]]
+        freed = 0
+        for row in unused:
+            path = self.blobs / str(row["key"])
+            if path.exists():
+                freed += int(str(row["bytes"]))
+                path.unlink()
+        return {"partials": self.sweep_orphans(), "blobs": len(unused), "bytes": freed}
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

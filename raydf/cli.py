@@ -50,6 +50,8 @@ GET_EPILOG = """examples:
       through AWS_ENDPOINT_URL)
   raydf get hf://org/model -O /tmp/m -r --local
       download on this machine only, without Ray
+  raydf get hf://org/model -O ~/.cache/huggingface/hub -r --layout hf-cache
+      into the Hugging Face cache layout: transformers loads it with HF_HUB_OFFLINE=1
 
 environment (flags win): HF_TOKEN, HF_ENDPOINT, MODELSCOPE_API_TOKEN,
   MODELSCOPE_ENDPOINT, RAYDF_CACHE (node-local cache folder); object stores:
@@ -106,6 +108,10 @@ def _add_get(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         p.add_argument(f"--{hub}-endpoint", metavar="URL",
                        help=f"{name} endpoint (default ${env_ep} or the public hub), "
                        f"e.g. --{hub}-endpoint http://127.0.0.1:8080")
+    p.add_argument("--layout", choices=("files", "hf-cache"), default="files",
+                   help="files: the repo's files under OUT (default); hf-cache: OUT is a "
+                   "Hugging Face cache (like HF_HUB_CACHE) that huggingface_hub and "
+                   "transformers read offline, e.g. --layout hf-cache -O ~/.cache/huggingface/hub")
     p.add_argument("--json", action="store_true",
                    help="print one JSON report on stdout (and nothing else there)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
@@ -140,6 +146,51 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg
     p.add_argument("demo_args", nargs=argparse.REMAINDER, help="see `raydf demo --help`")
 
 
+def _add_admin(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    status = sub.add_parser(
+        "status", help="jobs, per-node progress and cache use of the cluster",
+        epilog="example:\n  raydf status --address 10.0.0.1:6379\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    status.add_argument("--address", metavar="ADDR",
+                        help="Ray cluster (default $RAY_ADDRESS or the running one)")
+    status.add_argument("--json", action="store_true", help="one JSON object on stdout")
+
+    warm = sub.add_parser(
+        "warm", help="pre-seed every target node's cache, so later gets are instant",
+        epilog="example:\n  raydf warm hf://Qwen/Qwen2.5-0.5B --nodes gpu\n      every GPU "
+        "node caches the model; a later `raydf.get` in a replica places it at once\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    warm.add_argument("url", metavar="URL", help="what to cache, as for `raydf get -r`")
+    warm.add_argument("--include", action="append", metavar="GLOB", default=[],
+                      help="only files matching GLOB, e.g. --include '*.safetensors'")
+    warm.add_argument("--exclude", action="append", metavar="GLOB", default=[],
+                      help="skip files matching GLOB, e.g. --exclude '*.bin'")
+    for hub in ("hf", "ms"):
+        for what, example in (("token", '"$TOKEN"'), ("revision", "v1.0"),
+                              ("endpoint", "http://127.0.0.1:8080")):
+            warm.add_argument(f"--{hub}-{what}", metavar=what[0].upper(),
+                              help=f"as for `raydf get`, e.g. --{hub}-{what} {example}")
+    warm.add_argument("--address", metavar="ADDR", help="Ray cluster, e.g. --address auto")
+    warm.add_argument("--nodes", metavar="SELECTOR", default="auto",
+                      help="target nodes: auto, gpu, all or key=value, e.g. --nodes all")
+    warm.add_argument("--json", action="store_true", help="print the JSON report on stdout")
+    warm.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+
+    cache = sub.add_parser(
+        "cache", help="list, remove or garbage-collect the node-local caches",
+        epilog="examples:\n  raydf cache ls            every node's cached files\n"
+        "  raydf cache rm sha256-<hex>   drop one file from every node's cache\n"
+        "  raydf cache gc            drop cached files no destination uses, and "
+        "abandoned partial files\n  raydf cache ls --local    this machine's cache, "
+        "without Ray\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    cache.add_argument("action", choices=("ls", "rm", "gc"), help="what to do")
+    cache.add_argument("key", nargs="?", help="for rm: the key `raydf cache ls` shows")
+    cache.add_argument("--local", action="store_true", help="this machine's cache, no Ray")
+    cache.add_argument("--address", metavar="ADDR", help="Ray cluster, e.g. --address auto")
+    cache.add_argument("--json", action="store_true", help="one JSON object on stdout")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="raydf",
@@ -150,6 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_get(sub)
+    _add_admin(sub)
     _add_hub(sub)
     _add_demo(sub)
     return parser
@@ -171,6 +223,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "get":
             return _get(args)
+        if args.command == "warm":
+            return _warm(args)
+        if args.command in ("status", "cache"):
+            return _admin(args)
     except RaydfError as err:
         print(f"raydf: error: {err}", file=sys.stderr)
         return _exit_code(err)
@@ -192,11 +248,14 @@ def _get(args: argparse.Namespace) -> int:
         exclude=args.exclude,
         hub_options={k: getattr(args, k) for k in (
             "hf_token", "hf_revision", "hf_endpoint", "ms_token", "ms_revision", "ms_endpoint")},
+        layout=args.layout,
     )
     progress = not (args.no_progress or args.json)
     if args.local:
         if args.address or args.nodes != "auto":
             raise ConfigError("--local downloads on this machine only; drop --address/--nodes")
+        if args.layout != "files":
+            raise ConfigError("--layout hf-cache runs on the cluster; drop --local")
         report = download_here(request, progress=progress)
     else:
         from raydf.cluster.service import connect, target_nodes
@@ -211,6 +270,53 @@ def _get(args: argparse.Namespace) -> int:
             if not node.ok:
                 print(f"raydf: node {node.node_id[:12]} failed: {node.error}", file=sys.stderr)
     return 0 if report.ok else 1
+
+
+def _warm(args: argparse.Namespace) -> int:
+    from raydf.api import run_fanout
+    from raydf.cluster.service import connect, target_nodes
+    from raydf.options import make_request
+
+    request = make_request(
+        args.url, "/", recursive=True, include=args.include, exclude=args.exclude,
+        hub_options={k: getattr(args, k) for k in (
+            "hf_token", "hf_revision", "hf_endpoint", "ms_token", "ms_revision", "ms_endpoint")},
+    )
+    connect(args.address)
+    report = run_fanout(request, target_nodes(args.nodes), place=False,
+                        progress=not (args.no_progress or args.json))
+    print(report.to_json() if args.json else report.summary(),
+          file=sys.stdout if args.json else sys.stderr)
+    return 0 if report.ok else 1
+
+
+def _admin(args: argparse.Namespace) -> int:
+    import json
+
+    from raydf.admin import cache_command, cluster_status, format_status
+
+    if args.command == "cache":
+        if args.action == "rm" and not args.key:
+            raise ConfigError("raydf cache rm needs the KEY that `raydf cache ls` shows")
+        if not args.local:
+            from raydf.cluster.service import connect
+
+            connect(args.address, start=False)
+        result = cache_command(args.action, args.key, local=args.local)
+        if args.json or args.action != "ls":
+            print(json.dumps(result, sort_keys=True))
+        else:
+            for node, rows in result.items():
+                for row in rows:
+                    use = "in use" if row["in_use"] else "unused"
+                    print(f"{node[:12]}  {row['bytes']:>14}  {use:6}  {row['key']}")
+        return 0
+    from raydf.cluster.service import connect
+
+    connect(args.address, start=False)
+    status = cluster_status()
+    print(json.dumps(status, sort_keys=True, default=str) if args.json else format_status(status))
+    return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -11,10 +11,14 @@ from typing import Any
 from raydf.backends import BackendOptions, open_backend, options_for
 from raydf.backends.base import Backend
 from raydf.errors import ConfigError, InvalidURL
+from raydf.layout import LAYOUTS
 from raydf.plan import RepoPlan, filter_files, normalize_patterns
 from raydf.uri import OBJECT_STORE_SCHEMES, Source, parse_url
 
-__all__ = ["Request", "make_request"]
+__all__ = ["HUB_OPTION_KEYS", "Request", "make_request"]
+
+HUB_OPTION_KEYS = frozenset(f"{hub}_{what}" for hub in ("hf", "ms")
+                            for what in ("token", "endpoint", "revision"))
 
 
 @dataclass(frozen=True)
@@ -28,6 +32,7 @@ class Request:
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
     backend_options: BackendOptions = field(default_factory=BackendOptions)
+    layout: str = "files"  # or "hf-cache": -O is a Hugging Face hub cache
 
     @property
     def url(self) -> str:
@@ -75,6 +80,7 @@ def make_request(
     exclude: Sequence[str] | None = None,
     hub_options: Mapping[str, Any] | None = None,
     environ: Mapping[str, str] | None = None,
+    layout: str = "files",
 ) -> Request:
     """Parse and check everything before any I/O.
 
@@ -92,8 +98,17 @@ def make_request(
         raise ConfigError(
             f"{url} is a whole repo; pass -r (--recursive) to fetch it into the folder -O"
         )
+    unknown = sorted(set(hub_options or {}) - HUB_OPTION_KEYS)
+    if unknown:
+        raise ConfigError(f"unknown option {unknown[0]!r}; hub options are "
+                          f"{', '.join(sorted(HUB_OPTION_KEYS))}")
     normalize_patterns(include)
     normalize_patterns(exclude)
+    if layout not in LAYOUTS:
+        raise ConfigError(f"--layout {layout!r}: expected one of {', '.join(LAYOUTS)}")
+    if layout == "hf-cache" and (source.scheme != "hf" or not recursive):
+        raise ConfigError("--layout hf-cache needs an hf:// URL and -r (-O is then the "
+                          "Hugging Face cache folder, like HF_HUB_CACHE)")
     options = options_for(source, hub_options, environ)
     return Request(
         source=source,
@@ -102,4 +117,5 @@ def make_request(
         include=tuple(include or ()),
         exclude=tuple(exclude or ()),
         backend_options=options,
+        layout=layout,
     )

@@ -50,6 +50,7 @@ class Job:
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     runner: asyncio.Task[None] | None = None
     holders: dict[str, Any] = field(default_factory=dict)  # serve from cache only
+    aux: list[tuple[str, str]] = field(default_factory=list)  # layout files, e.g. HF refs
     _events: dict[str, asyncio.Event] = field(default_factory=dict)
 
     def actor(self, node: str) -> Any:

@@ -26,6 +26,7 @@ import numpy as np
 import ray
 
 from raydf.cache import NodeCache, node_path
+from raydf.cluster.metrics import log_event, metrics
 from raydf.cluster.spec import TaskSpec
 from raydf.errors import IntegrityError
 from raydf.pieces import piece_crc
@@ -76,15 +77,23 @@ class PeerActor:
     # -- joining a job ---------------------------------------------------
 
     def prepare(
-        self, job_id: str, tasks: list[TaskSpec], dest: str, memory_budget: int | None = None
+        self, job_id: str, tasks: list[TaskSpec], dest: str, memory_budget: int | None = None,
+        aux: list[tuple[str, str]] | None = None,
     ) -> dict[str, list[int]]:
         """Join a job: place what the cache has, open partials for the rest.
+
+        ``dest`` is the destination folder as the caller gave it (this node's
+        ``RAYDF_NODE_ROOT`` applies), or ``""`` to fill the cache only. ``aux``:
+        small ``(path, text)`` files of the layout (e.g. Hugging Face ``refs``).
 
         Returns, per task, the piece indices this node already holds.
         """
         if memory_budget:
             self._budget = memory_budget
-        dest_dir = node_path(dest)
+        dest_dir = node_path(dest) if dest else None  # "" = into the cache only (warm)
+        if dest_dir is not None:
+            for rel, text in aux or ():
+                _write_atomically(dest_dir / rel, text)
         have: dict[str, list[int]] = {}
         with self._lock:
             self._jobs[job_id] = (dest_dir, [t.task_id for t in tasks])
@@ -92,7 +101,7 @@ class PeerActor:
                 asm = self._tasks.get(task.task_id) or self._open(task)
                 assert asm is not None
                 asm.jobs.add(job_id)
-                if asm.complete:
+                if asm.complete and dest_dir is not None:
                     self._place(asm, dest_dir)
                 have[task.task_id] = sorted(asm.have)
         return have
@@ -132,6 +141,8 @@ class PeerActor:
             target = dest_dir / rel
             if not (target.exists() and os.path.samefile(target, asm.path)):
                 self.cache.place(asm.path, target)
+        for link, pointee in asm.spec.links:
+            _symlink_atomically(dest_dir / link, pointee)
 
     # -- receiving -------------------------------------------------------
 
@@ -169,8 +180,12 @@ class PeerActor:
             asm.have.add(index)
             self.received_bytes += piece.length
             last = len(asm.have) == asm.spec.num_pieces and not asm.complete
-        result = {"bytes": piece.length, "seconds": time.monotonic() - started,
-                  "crc": expected, "file_done": last}
+        seconds = time.monotonic() - started
+        tags = {"node": self.node_id[:8]}
+        metrics().p2p_bytes.inc(piece.length, tags=tags)
+        metrics().pieces.inc(1, tags=tags)
+        metrics().piece_seconds.observe(seconds, tags=tags)
+        result = {"bytes": piece.length, "seconds": seconds, "crc": expected, "file_done": last}
         if last:
             try:
                 self._finish(asm)
@@ -184,11 +199,15 @@ class PeerActor:
         """Verify the whole file, move it into the cache, place it for every job."""
         try:
             blob = self.cache.commit(asm.path, asm.spec.file)
-        except IntegrityError:
+        except IntegrityError as err:
+            log_event("file_corrupt", node=self.node_id[:8], file=asm.spec.paths[0],
+                      task=asm.spec.task_id, error=str(err).replace(" ", "_")[:120])
             with self._lock:
                 self._unpin_task(asm.spec.task_id)
                 self._retire(asm)
             raise
+        log_event("file_verified", node=self.node_id[:8], jobs=",".join(sorted(asm.jobs)),
+                  file=asm.spec.paths[0], task=asm.spec.task_id, bytes=asm.spec.size)
         with self._lock:
             asm.path, asm.complete = blob, True
             dests = [self._jobs[j][0] for j in asm.jobs if j in self._jobs]
@@ -278,9 +297,27 @@ class PeerActor:
                 self._unpin_task(task_id)
                 self._retire(asm)
 
+    def cache_entries(self) -> list[dict[str, object]]:
+        return self.cache.entries()
+
+    def cache_remove(self, key: str) -> int:
+        with self._lock:
+            if any(a.spec.task_id == key for a in self._tasks.values()):
+                return 0  # in use by a running job
+            return self.cache.remove(key)
+
+    def cache_gc(self) -> dict[str, int]:
+        with self._lock:
+            busy = {a.spec.task_id for a in self._tasks.values()}
+            if busy:
+                return {"partials": 0, "blobs": 0, "bytes": 0, "skipped_busy": len(busy)}
+            return self.cache.gc()
+
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
             return {
+                "cache_bytes": self.cache.usage(),
+                "cache_root": str(self.cache.root),
                 "node_id": self.node_id,
                 "files_complete": sum(a.complete for a in self._tasks.values()),
                 "files": len(self._tasks),
@@ -291,6 +328,21 @@ class PeerActor:
                 "served_bytes": self.served_bytes,
                 "jobs": sorted(self._jobs),
             }
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.raydf-partial")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _symlink_atomically(path: Path, pointee: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.raydf-partial")
+    tmp.unlink(missing_ok=True)
+    os.symlink(pointee, tmp)
+    os.replace(tmp, path)
 
 
 def _default_budget(node_id: str) -> int:

@@ -28,6 +28,7 @@ from typing import Any
 import ray
 
 from raydf.cluster.job import Job, describe
+from raydf.cluster.metrics import log_event, metrics
 from raydf.cluster.spec import TaskSpec
 from raydf.errors import RaydfError
 from raydf.plan import RepoPlan
@@ -115,6 +116,7 @@ class SchedulerActor:
         memory_budget: int | None = None,
         fingerprint: str | None = None,
         holders: dict[str, Any] | None = None,
+        aux: list[tuple[str, str]] | None = None,
     ) -> str:
         """Start a job (taking over ``seed``); returns its id at once.
 
@@ -124,12 +126,15 @@ class SchedulerActor:
         job = Job(job_id, plan, {t.task_id: t for t in tasks}, f"seed-{job_id}", seed,
                   dict(peers), dest, limits or Limits(), memory_budget, fingerprint)
         job.holders = {n: h for n, h in (holders or {}).items() if n not in peers}
+        job.aux = list(aux or ())
         self._jobs[job_id] = job
         job.state = PlanState({t.task_id: t.num_pieces for t in tasks}, [job.seed_id],
                               job.limits)
         if fingerprint is not None:
             self._running[fingerprint] = job_id
             self.release(fingerprint)
+        log_event("job_started", job=job_id, url=plan.url, commit=plan.commit[:12],
+                  files=len(plan.files), bytes=plan.total_bytes, nodes=len(peers))
         job.runner = asyncio.get_running_loop().create_task(self._run(job))
         self._forget_old_jobs()
         return job_id
@@ -215,7 +220,7 @@ class SchedulerActor:
         tasks = list(job.tasks.values())
         state = job.state
         assert state is not None
-        calls = {n: p.prepare.remote(job.job_id, tasks, job.dest, job.budget)
+        calls = {n: p.prepare.remote(job.job_id, tasks, job.dest, job.budget, job.aux)
                  for n, p in peers.items()}
         for node, call in calls.items():
             try:
@@ -242,6 +247,7 @@ class SchedulerActor:
             for a in decide(state):
                 state.start(a)
                 pending[asyncio.ensure_future(self._issue(job, a))] = a
+            metrics().active_transfers.set(len(pending))
             if not pending and job.seed is not None:
                 break
             woken = asyncio.ensure_future(job.wake.wait())
@@ -391,6 +397,11 @@ class SchedulerActor:
 
     async def _close(self, job: Job) -> None:
         job.closed = True
+        metrics().active_transfers.set(0)
+        log_event("job_closed", job=job.job_id, url=job.plan.url, commit=job.plan.commit[:12],
+                  nodes=len(job.peers), failed=len(job.node_error),
+                  origin_bytes=job.origin_bytes, p2p_bytes=job.p2p_bytes,
+                  error=(job.error or "none").replace(" ", "_")[:120])
         if job.fingerprint is not None and self._running.get(job.fingerprint) == job.job_id:
             del self._running[job.fingerprint]
         await self._refresh_seed_requests(job)

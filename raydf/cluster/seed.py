@@ -19,6 +19,7 @@ import numpy as np
 import ray
 
 from raydf.backends.base import Backend, Secret
+from raydf.cluster.metrics import metrics
 from raydf.cluster.spec import TaskSpec
 from raydf.options import Request
 from raydf.pieces import piece_crc
@@ -84,6 +85,7 @@ class SeedActor:
                                memoryview(buffer))
         crc = piece_crc(memoryview(buffer))
         ref = ray.put(buffer)
+        metrics().origin_bytes.inc(piece.length)
         with self._lock:
             self._held[(task_id, index)] = (ref, crc)
             self.origin_bytes += piece.length

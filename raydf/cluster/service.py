@@ -49,8 +49,9 @@ _LOCAL_DEFAULTS = {
 }
 
 
-def connect(address: str | None = None) -> None:
-    """Join the cluster at ``address`` (or ``RAY_ADDRESS``, or a running one); else start one."""
+def connect(address: str | None = None, *, start: bool = True) -> None:
+    """Join the cluster at ``address`` (or ``RAY_ADDRESS``, or a running one); else start
+    one (unless ``start`` is false: then it is an error)."""
     if ray.is_initialized():
         return
     target = address or os.environ.get("RAY_ADDRESS")
@@ -59,6 +60,9 @@ def connect(address: str | None = None) -> None:
             ray.init(address="auto", log_to_driver=False, logging_level="ERROR")
             return
         except ConnectionError:
+            if not start:
+                raise ConfigError("no Ray cluster is running here; pass --address, or start "
+                                  "one with `ray start --head`") from None
             for key, value in _LOCAL_DEFAULTS.items():
                 os.environ.setdefault(key, value)
             ray.init(log_to_driver=False, logging_level="ERROR")

@@ -25,6 +25,9 @@ class TaskSpec:
     file: RemoteFile  # the first file with this content: where the seed reads it
     paths: tuple[str, ...]  # relative destination paths (one or more)
     piece_length: int
+    # (link, target) symlinks to make under the destination once placed, the
+    # target relative to the link's folder (the Hugging Face cache layout).
+    links: tuple[tuple[str, str], ...] = ()
 
     @property
     def size(self) -> int:

@@ -72,6 +72,8 @@ class LocalCluster:
                 "object_store_memory": self.head_object_store_memory,
                 "resources": {"raydf_seed": 1},
                 "env_vars": {"RAYDF_NODE_ROOT": str(head_root)},
+                # Metrics reach each node's Prometheus endpoint within a second.
+                "_system_config": {"metrics_report_interval_ms": 1000},
             },
         )
         self._roots["head"] = head_root
