@@ -46,7 +46,7 @@ __all__ = [
 ]
 
 _REGISTRY: dict[str, type] = {}
-_HUB_PREFIXES = {"hf": HuggingFaceBackend, "ms": ModelScopeBackend}
+_HUB_PREFIXES: dict[str, Any] = {"hf": HuggingFaceBackend, "ms": ModelScopeBackend}
 
 
 def register(cls: type) -> type:
@@ -89,7 +89,7 @@ def options_for(
     """
     flags = {k: v for k, v in (flags or {}).items() if v is not None}
     env = os.environ if environ is None else environ
-    cls = backend_class(source.scheme)
+    cls: Any = backend_class(source.scheme)
     prefix = getattr(cls, "OPTION_PREFIX", None)
     for other in _HUB_PREFIXES:
         stray = [k for k in flags if k.startswith(other + "_") and other != prefix]

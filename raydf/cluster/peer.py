@@ -229,9 +229,9 @@ class PeerActor:
         with self._using(task_id) as asm:
             piece = asm.spec.piece(index)
             buffer = np.empty(piece.length, dtype=np.uint8)
-            if piece.length and os.preadv(asm.fd, [buffer], piece.start) != piece.length:
+            if piece.length and os.preadv(asm.fd, [buffer.data], piece.start) != piece.length:
                 raise IntegrityError(f"{asm.path} is shorter than piece {index}")
-            crc = piece_crc(memoryview(buffer))
+            crc = piece_crc(buffer.data)
             ref = ray.put(buffer)
             with self._lock:
                 self._pin(key, ref, crc, piece.length)

@@ -81,9 +81,8 @@ class SeedActor:
         piece = task.piece(index)
         buffer = np.empty(piece.length, dtype=np.uint8)
         assert self._plan is not None
-        self._open().read_into(self._plan.commit, task.file.repo_path, piece.start,
-                               memoryview(buffer))
-        crc = piece_crc(memoryview(buffer))
+        self._open().read_into(self._plan.commit, task.file.repo_path, piece.start, buffer.data)
+        crc = piece_crc(buffer.data)
         ref = ray.put(buffer)
         metrics().origin_bytes.inc(piece.length)
         with self._lock:

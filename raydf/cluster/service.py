@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import os
 import uuid
 from typing import Any
@@ -57,7 +58,7 @@ def connect(address: str | None = None, *, start: bool = True) -> None:
     target = address or os.environ.get("RAY_ADDRESS")
     if target is None:
         try:
-            ray.init(address="auto", log_to_driver=False, logging_level="ERROR")
+            ray.init(address="auto", log_to_driver=False, logging_level=logging.ERROR)
             return
         except ConnectionError:
             if not start:
@@ -65,10 +66,10 @@ def connect(address: str | None = None, *, start: bool = True) -> None:
                                   "one with `ray start --head`") from None
             for key, value in _LOCAL_DEFAULTS.items():
                 os.environ.setdefault(key, value)
-            ray.init(log_to_driver=False, logging_level="ERROR")
+            ray.init(log_to_driver=False, logging_level=logging.ERROR)
             return
     try:
-        ray.init(address=target, log_to_driver=False, logging_level="ERROR")
+        ray.init(address=target, log_to_driver=False, logging_level=logging.ERROR)
     except ConnectionError as exc:
         raise ConfigError(f"no Ray cluster answers at {target}: {exc}; start one with "
                           "`ray start --head` or leave --address out to start a local one") from None
@@ -171,7 +172,7 @@ def spawn_seed(request: Request, fetches: int) -> Any:
     placement: dict[str, Any] = (
         {"resources": {SEED_RESOURCE: 0.01}} if has_seed_nodes else _on_head(soft=True)
     )
-    seed = ray.remote(SeedActor).options(
+    seed: Any = ray.remote(SeedActor).options(
         name=f"raydf-seed-{uuid.uuid4().hex[:12]}",
         namespace=NAMESPACE,
         lifetime="detached",

@@ -10,6 +10,7 @@ four "nodes" on one disk do not write the same files. All Ray sockets are on
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 from pathlib import Path
@@ -90,7 +91,7 @@ class LocalCluster:
             self.node_ids.append(node.node_id)
         self._cluster.wait_for_nodes()
         if self._connect:
-            ray.init(address=self._cluster.address, log_to_driver=False, logging_level="ERROR")
+            ray.init(address=self._cluster.address, log_to_driver=False, logging_level=logging.ERROR)
         return self
 
     def node_root(self, node_id: str) -> Path:

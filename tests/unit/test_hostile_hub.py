@@ -12,7 +12,7 @@ import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -22,7 +22,7 @@ COMMIT = "a" * 40
 
 
 class LyingHub(ThreadingHTTPServer):
-    entries: list[dict[str, Any]] = []
+    entries: ClassVar[list[dict[str, Any]]] = []
 
 
 class Handler(BaseHTTPRequestHandler):

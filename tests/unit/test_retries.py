@@ -53,7 +53,7 @@ def read(hf: HuggingFaceBackend, commit: str, start: int, n: int,
 
 
 def test_5xx_are_retried_and_the_bytes_are_right(hf: HuggingFaceBackend, hub: HubEmulator) -> None:
-    commit, size = shard(hf)
+    commit, _ = shard(hf)
     clean = read(hf, commit, 1000, 5000)
     hub.set_knobs(fail_next=2, fail_status=503)
     assert read(hf, commit, 1000, 5000) == clean

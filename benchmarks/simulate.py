@@ -1,0 +1,291 @@
+"""Discrete-event simulation of a fan-out, driven by the real scheduling policy.
+
+N nodes (one peer each) and one seed receive a model-like repo (a few large
+shards and some small files) cut into pieces. The seed fetches pieces from the
+origin, whose bandwidth all fetches share; peers pull from holders. Every
+node has its own upload and download bandwidth (drawn from a range with a
+fixed random seed), the seed has its own upload bandwidth. A transfer runs at
+the smaller of its source's upload share and its receiver's download share
+(capacity split evenly among the transfers on each side); rates are
+recomputed whenever a transfer starts or ends. After every finish the real
+:func:`raydf.policy.decide` says what starts next.
+
+The result is compared with the Kumar-Ross lower bound for distributing F
+bytes to N nodes: ``max(F / min(u_origin, u_seed), F / d_min,
+N * F / (u_seed + sum(u_i)))``. (The first term is ``F / u_origin`` as usual;
+the seed's upload only matters when it is slower than the origin.)
+
+    python benchmarks/simulate.py --nodes 200,1000 --size 100GiB --piece 64MiB --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import heapq
+import json
+import math
+import random
+import re
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make `raydf` importable from the checkout
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from raydf.policy import ORIGIN, Assignment, Limits, PlanState, decide
+
+__all__ = ["Result", "main", "model_repo", "parse_size", "simulate"]
+
+SEED = "seed"
+GB = 10**9
+_UNITS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12}
+_IUNITS = {"ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40}
+
+
+def parse_size(text: str) -> int:
+    """``"100GiB"`` -> bytes; decimal (``k, M, G, T``) and binary (``Ki … Ti``) units, ``B`` optional."""
+    m = re.fullmatch(r"\s*([0-9.]+(?:e[0-9]+)?)\s*([kmgt]i?)?b?(?:/s)?\s*", text.lower())
+    if not m:
+        raise ValueError(f"not a size: {text!r} (expected e.g. 64MiB, 1.5GB, 1e9)")
+    unit = m.group(2) or ""
+    return int(float(m.group(1)) * (_IUNITS.get(unit) or _UNITS[unit]))
+
+
+def model_repo(size: int) -> dict[str, int]:
+    """A model-like repo of ``size`` bytes: a few ~5 GiB shards plus the usual small files."""
+    small = {
+        "config.json": 1_000,
+        "generation_config.json": 200,
+        "tokenizer_config.json": 50_000,
+        "model.safetensors.index.json": 100_000,
+        "tokenizer.json": 9_000_000,
+        "README.md": 10_000,
+    }
+    if size < 2 * sum(small.values()):
+        return {"model.safetensors": size}
+    weights = size - sum(small.values())
+    shards = max(1, round(weights / (5 * 2**30)))
+    files = {}
+    for i in range(shards):  # equal shards, the remainder spread over the first ones
+        name = f"model-{i + 1:05d}-of-{shards:05d}.safetensors"
+        files[name] = weights // shards + (1 if i < weights % shards else 0)
+    return {**files, **small}
+
+
+@dataclass
+class Result:
+    """One simulated fan-out; times in seconds, sizes in bytes."""
+
+    nodes: int
+    repo_bytes: int
+    piece_bytes: int
+    seconds: float  # until the last node has everything
+    bound: float  # Kumar-Ross lower bound
+    origin_bytes: int
+    p2p_bytes: int
+    seed_upload_bytes: int  # part of p2p_bytes the seed served
+    first_node_seconds: float
+    transfers: int
+    decide_calls: int
+    decide_seconds: float  # spent in decide(), in all
+    decide_median_us: float  # one decide(): other load on the machine barely moves it
+    wall_seconds: float
+    node_seconds: list[float] = field(default_factory=list, repr=False)
+
+    @property
+    def ratio(self) -> float:
+        """Simulated time over the lower bound (1.0 is optimal)."""
+        return self.seconds / self.bound
+
+
+class _Flow:
+    """A transfer in progress: bytes left, current rate, and since when."""
+
+    __slots__ = ("a", "dst", "left", "n", "rate", "since", "src", "version")
+
+    def __init__(self, n: int, a: Assignment, size: int, now: float) -> None:
+        self.n = n  # creation order: ties go by it, so that runs repeat exactly
+        self.a = a
+        self.src = a.source
+        self.dst = a.peer
+        self.left = float(size)
+        self.rate = 0.0
+        self.since = now
+        self.version = 0
+
+
+def simulate(
+    nodes: int,
+    size: int,
+    piece: int,
+    *,
+    origin_bw: float = 1 * GB,
+    seed_up: float = 12.5 * GB,
+    up: tuple[float, float] = (1.25 * GB, 12.5 * GB),
+    down: tuple[float, float] = (1.25 * GB, 12.5 * GB),
+    limits: Limits = Limits(),
+    files: dict[str, int] | None = None,
+    rng_seed: int = 0,
+) -> Result:
+    """Simulate one fan-out of ``size`` bytes (``files`` or :func:`model_repo`) to ``nodes`` nodes.
+
+    Bandwidths are bytes per second; ``up`` and ``down`` are (low, high)
+    ranges each node's bandwidth is drawn from, uniformly, with ``rng_seed``.
+    """
+    files = files if files is not None else model_repo(size)
+    size = sum(files.values())
+    rng = random.Random(rng_seed)
+    peers = [f"n{i:04d}" for i in range(nodes)]
+    up_cap = {p: rng.uniform(*up) for p in peers}
+    down_cap = {p: rng.uniform(*down) for p in peers}
+    up_cap[SEED], up_cap[ORIGIN] = seed_up, origin_bw
+    bound = max(
+        size / min(origin_bw, seed_up),
+        size / min(down_cap.values()),
+        nodes * size / (seed_up + sum(up_cap[p] for p in peers)),
+    )
+
+    tasks = {name: max(1, math.ceil(n / piece)) for name, n in files.items()}
+    state = PlanState(tasks, [SEED], limits)
+    for p in peers:
+        state.add_peer(p, tasks)
+
+    def piece_size(pid: tuple[str, int]) -> int:
+        return min(piece, files[pid[0]] - pid[1] * piece)  # an empty file is one empty piece
+
+    out_of: dict[str, set[_Flow]] = {name: set() for name in up_cap}
+    into: dict[str, set[_Flow]] = {p: set() for p in peers}
+    heap: list[tuple[float, int, int, _Flow]] = []
+    started = 0
+    now = 0.0
+    node_done: dict[str, float] = {}
+    origin_bytes = p2p_bytes = seed_bytes = transfers = 0
+    decide_times: list[float] = []
+    wall = time.perf_counter()
+
+    def retime(ends: set[str]) -> None:
+        """Re-rate the flows touching the endpoints whose transfer count changed."""
+        flows = set().union(*(out_of[e] for e in ends), *(into.get(e, ()) for e in ends))
+        for f in sorted(flows, key=lambda f: f.n):
+            rate = up_cap[f.src] / len(out_of[f.src])
+            if f.dst in into:
+                rate = min(rate, down_cap[f.dst] / len(into[f.dst]))
+            if rate != f.rate:
+                f.left -= f.rate * (now - f.since)
+                f.since, f.rate = now, rate
+                f.version += 1
+                heapq.heappush(heap, (now + max(f.left, 0.0) / rate, f.n, f.version, f))
+
+    def issue() -> set[str]:
+        nonlocal started
+        t0 = time.perf_counter()
+        todo = decide(state)
+        decide_times.append(time.perf_counter() - t0)
+        for a in todo:
+            state.start(a)
+            started += 1
+            f = _Flow(started, a, piece_size(a.piece), now)
+            out_of[f.src].add(f)
+            if f.dst in into:
+                into[f.dst].add(f)
+        return {e for a in todo for e in (a.source, a.peer)}
+
+    retime(issue())
+    while not state.all_done():
+        if not heap:
+            raise RuntimeError(f"simulation stuck at t={now:.3f}s: {state!r}")
+        t, _, version, f = heapq.heappop(heap)
+        if version != f.version:
+            continue  # superseded by a later rate change
+        now = t
+        out_of[f.src].discard(f)
+        if f.dst in into:
+            into[f.dst].discard(f)
+        state.finish(f.a)
+        transfers += 1
+        n = piece_size(f.a.piece)
+        if f.src == ORIGIN:
+            origin_bytes += n
+        else:
+            p2p_bytes += n
+            seed_bytes += n if f.src == SEED else 0
+            if f.dst not in node_done and state.done(f.dst):
+                node_done[f.dst] = now
+        retime(issue() | {f.src, f.dst})
+
+    times = sorted(node_done.values())
+    return Result(
+        nodes=nodes,
+        repo_bytes=size,
+        piece_bytes=piece,
+        seconds=now,
+        bound=bound,
+        origin_bytes=origin_bytes,
+        p2p_bytes=p2p_bytes,
+        seed_upload_bytes=seed_bytes,
+        first_node_seconds=times[0] if times else 0.0,
+        transfers=transfers,
+        decide_calls=len(decide_times),
+        decide_seconds=sum(decide_times),
+        decide_median_us=1e6 * statistics.median(decide_times),
+        wall_seconds=time.perf_counter() - wall,
+        node_seconds=times,
+    )
+
+
+def _range(text: str) -> tuple[float, float]:
+    lo, _, hi = text.partition(":")
+    return float(parse_size(lo)), float(parse_size(hi or lo))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """CLI: print a table of simulated fan-outs; ``--json`` also writes every result."""
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--nodes", default="200,1000", help="comma-separated node counts")
+    ap.add_argument("--size", default="100GiB", help="repo size")
+    ap.add_argument("--piece", default="64MiB", help="piece size")
+    ap.add_argument("--origin", default="1GB", help="origin bandwidth per second, shared")
+    ap.add_argument("--seed-up", default="12.5GB", help="seed upload per second")
+    ap.add_argument("--up", default="1.25GB:12.5GB", help="node upload range LOW:HIGH per second")
+    ap.add_argument("--down", default="1.25GB:12.5GB", help="node download range LOW:HIGH")
+    ap.add_argument("--rng", type=int, default=0, help="random seed for node bandwidths")
+    ap.add_argument("--json", type=Path, help="write the results here")
+    args = ap.parse_args(argv)
+
+    rows = []
+    print(
+        f"{'nodes':>6} {'time s':>9} {'bound s':>9} {'ratio':>6} {'origin/repo':>11} "
+        f"{'seed share':>10} {'decide us':>9} {'(mean)':>8} {'wall s':>7}"
+    )
+    for n in (int(x) for x in args.nodes.split(",")):
+        r = simulate(
+            n,
+            parse_size(args.size),
+            parse_size(args.piece),
+            origin_bw=parse_size(args.origin),
+            seed_up=parse_size(args.seed_up),
+            up=_range(args.up),
+            down=_range(args.down),
+            rng_seed=args.rng,
+        )
+        print(
+            f"{r.nodes:>6} {r.seconds:>9.1f} {r.bound:>9.1f} {r.ratio:>6.3f} "
+            f"{r.origin_bytes / r.repo_bytes:>11.3f} {r.seed_upload_bytes / r.p2p_bytes:>10.4f} "
+            f"{r.decide_median_us:>9.1f} {1e6 * r.decide_seconds / r.decide_calls:>8.1f} "
+            f"{r.wall_seconds:>7.1f}",
+            flush=True,
+        )
+        rows.append({**asdict(r), "ratio": r.ratio})
+    if args.json:
+        args.json.write_text(
+            json.dumps({"args": vars(args) | {"json": str(args.json)}, "results": rows}, indent=2)
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
