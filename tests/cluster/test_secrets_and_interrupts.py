@@ -13,7 +13,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
 import ray
 
 from raydf.cluster.service import NAMESPACE, SCHEDULER_NAME
@@ -101,7 +100,7 @@ def test_a_token_reaches_no_log_no_output_no_other_process_and_not_the_cdn(
         got = cluster.path_on(node, "/models/private") / "config.json"
         assert got.read_bytes() == (src / "config.json").read_bytes()
     assert hub.stats()["cdn_authorization_headers"] == 0
-    session = Path(ray._private.worker._global_node.get_session_dir_path())  # noqa: SLF001
+    session = Path(ray._private.worker._global_node.get_session_dir_path())
     logged = [p for p in session.rglob("*") if p.is_file() and p.stat().st_size < 256 * MiB
               and token.encode() in p.read_bytes()]
     assert logged == []
