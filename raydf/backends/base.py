@@ -11,9 +11,16 @@ import posixpath
 from dataclasses import dataclass
 from typing import ClassVar, Protocol, runtime_checkable
 
-from raydf.errors import UnsafeListing
+from raydf.errors import HubError, UnsafeListing
 
-__all__ = ["Backend", "BackendOptions", "RemoteFile", "Secret", "safe_relative_path"]
+__all__ = [
+    "Backend",
+    "BackendOptions",
+    "RemoteFile",
+    "Secret",
+    "safe_relative_path",
+    "under_source",
+]
 
 
 class Secret:
@@ -119,6 +126,22 @@ class Backend(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+def under_source(repo_path: object, prefix: str, *, origin: str) -> str | None:
+    """Where a listed repo path goes under the destination, or None if it is not
+    under the URL's ``prefix`` (the URL names a file: its own name; a folder:
+    the path below it; the whole repo: the path itself). Checks the path first."""
+    if not isinstance(repo_path, str):
+        raise HubError(f"{origin} listed an entry without a path")
+    safe_relative_path(repo_path, origin=origin)
+    if not prefix:
+        return repo_path
+    if repo_path == prefix:
+        return repo_path.rsplit("/", 1)[-1]
+    if repo_path.startswith(prefix + "/"):
+        return repo_path[len(prefix) + 1:]
+    return None
 
 
 def safe_relative_path(path: str, *, origin: str) -> str:

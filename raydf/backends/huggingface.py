@@ -23,7 +23,7 @@ from urllib.parse import quote
 
 import httpx
 
-from raydf.backends.base import BackendOptions, RemoteFile, safe_relative_path
+from raydf.backends.base import BackendOptions, RemoteFile, under_source
 from raydf.backends.transport import HubTransport, RetryPolicy
 from raydf.errors import (
     AccessDenied,
@@ -95,15 +95,9 @@ class HuggingFaceBackend:
         for entry in entries:
             if entry.get("type") != "file":
                 continue
-            repo_path = entry.get("path")
-            if not isinstance(repo_path, str):
-                raise HubError(f"{self._http.endpoint} listed an entry without a path")
-            safe_relative_path(repo_path, origin=self._http.endpoint)
-            if prefix and repo_path != prefix and not repo_path.startswith(prefix + "/"):
-                continue
-            relative = repo_path.rsplit("/", 1)[-1] if repo_path == prefix else (
-                repo_path[len(prefix) + 1:] if prefix else repo_path)
-            files.append(self._remote_file(entry, relative, repo_path))
+            relative = under_source(entry.get("path"), prefix, origin=self._http.endpoint)
+            if relative is not None:
+                files.append(self._remote_file(entry, relative, entry["path"]))
         if prefix and not files:
             raise EntryNotFound(
                 f"{self.source}: no file or folder {prefix!r} in {self.source.repo_id} at "

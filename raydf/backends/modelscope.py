@@ -23,7 +23,7 @@ from urllib.parse import quote
 
 import httpx
 
-from raydf.backends.base import BackendOptions, RemoteFile, safe_relative_path
+from raydf.backends.base import BackendOptions, RemoteFile, under_source
 from raydf.backends.transport import HubTransport, RetryPolicy
 from raydf.errors import (
     AccessDenied,
@@ -115,18 +115,14 @@ class ModelScopeBackend:
             if entry.get("Type") != "blob":
                 continue
             repo_path = entry.get("Path")
-            if not isinstance(repo_path, str):
-                raise HubError(f"{self._http.endpoint} listed an entry without a path")
-            safe_relative_path(repo_path, origin=self._http.endpoint)
-            if prefix and repo_path != prefix and not repo_path.startswith(prefix + "/"):
+            relative = under_source(repo_path, prefix, origin=self._http.endpoint)
+            if relative is None:
                 continue
-            relative = repo_path.rsplit("/", 1)[-1] if repo_path == prefix else (
-                repo_path[len(prefix) + 1:] if prefix else repo_path)
             size = entry.get("Size")
             if not isinstance(size, int) or size < 0:
                 raise HubError(f"{self._http.endpoint} listed {repo_path!r} with size {size!r}")
             sha = entry.get("Sha256") or None
-            files.append(RemoteFile(relative, repo_path, size, sha256=sha))
+            files.append(RemoteFile(relative, str(repo_path), size, sha256=sha))
         if prefix and not files:
             raise EntryNotFound(f"{self.source}: no file or folder {prefix!r} at {self.revision}")
         return files

@@ -13,17 +13,34 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-__all__ = ["LocalCluster"]
+__all__ = ["LocalCluster", "wait_until"]
 
 RAY_ENV = {
     "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
     "RAY_AUTH_MODE": "disabled",
     "RAY_USAGE_STATS_ENABLED": "0",
 }
+
+
+def wait_until(what: str, check: Callable[[], Any], timeout: float = 120.0) -> Any:
+    """Poll ``check`` until it returns something truthy and return that.
+
+    For tests that must act in the middle of a fan-out: they wait for a stated
+    condition (a node holds pieces, a partial file exists), never for a time.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
 
 
 class LocalCluster:

@@ -6,30 +6,17 @@ import json
 import os
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import httpx
 import ray
 
 import raydf
-from raydf.testing.cluster import LocalCluster
+from raydf.testing.cluster import LocalCluster, wait_until
 from raydf.testing.hub import HubEmulator, make_model
 
 MiB = 2**20
 
-
-def wait_until(what: str, check: Callable[[], Any], timeout: float = 90.0) -> Any:
-    """Poll ``check`` until it returns something truthy (a condition, not a delay)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def cli(cluster: LocalCluster, *args: str, env: dict[str, str] | None = None) -> str:

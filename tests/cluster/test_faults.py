@@ -8,7 +8,6 @@ exists), never for a fixed time.
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -22,7 +21,7 @@ from raydf.cluster.service import NAMESPACE, SCHEDULER_NAME
 from raydf.errors import FanoutError
 from raydf.pieces import piece_length
 from raydf.report import Report
-from raydf.testing.cluster import LocalCluster
+from raydf.testing.cluster import LocalCluster, wait_until
 from raydf.testing.hub import HubEmulator, make_model
 
 MiB = 2**20
@@ -62,16 +61,6 @@ def files_of(folder: Path) -> dict[str, bytes]:
 def repo_bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
-
-def wait_until(what: str, check: Callable[[], Any], timeout: float = 120.0) -> Any:
-    """Poll ``check`` until it returns something truthy (a condition, not a delay)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def running_job(url: str) -> Callable[[], dict[str, Any] | None]:

@@ -7,31 +7,18 @@ import re
 import signal
 import subprocess
 import sys
-import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import ray
 
 from raydf.cluster.service import NAMESPACE, SCHEDULER_NAME
-from raydf.testing.cluster import LocalCluster
+from raydf.testing.cluster import LocalCluster, wait_until
 from raydf.testing.hub import HubEmulator, make_model, write_repo_meta
 
 MiB = 2**20
 BIN = Path(sys.executable).parent
 
-
-def wait_until(what: str, check: Callable[[], Any], timeout: float = 120.0) -> Any:
-    """Poll ``check`` until it returns something truthy (a condition, not a delay)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def raydf_cli(cluster: LocalCluster, *args: str) -> list[str]:
