@@ -70,6 +70,7 @@ from raydf.demo import (
     warm_up,
     write_json,
 )
+from raydf.options import make_request
 
 __all__ = ["Downloader", "main", "run_broadcast", "run_capped", "run_single", "write_files"]
 
@@ -145,14 +146,42 @@ def run_capped(bench: Bench, runners: dict[str, Runner], counts: Sequence[int],
     return runs
 
 
+def local_here(repo_id: str, dest: str, endpoint: str) -> float:
+    """``raydf get --local`` on this node (no fan-out machinery); return when done."""
+    from raydf.api import download_here
+
+    request = make_request(f"hf://{repo_id}", dest, environ={},
+                           hub_options={"hf_endpoint": endpoint})
+    if not download_here(request).ok:
+        raise RuntimeError("raydf get --local failed")
+    return time.time()
+
+
+def run_local(bench: Bench, nodes: list[str], dest: str) -> list[float]:
+    """Each node runs ``raydf get --local`` on its own (the single-machine path)."""
+    import ray
+
+    task = ray.remote(local_here)
+    return ray.get([
+        task.options(num_cpus=0, scheduling_strategy=pinned_to(node))
+        .remote(bench.repo_id, dest, bench.hub.hf_endpoint)
+        for node in nodes
+    ])
+
+
+SINGLE_RUNNERS: dict[str, Runner] = {"direct": run_direct, RAYDF: run_raydf,
+                                     "raydf-local": run_local}
+
+
 def run_single(bench: Bench, per_connection: float | None) -> list[Run]:
-    """raydf vs ``huggingface_hub`` on one node, the origin capped per connection only."""
+    """raydf (fan-out and ``--local``) vs ``huggingface_hub`` on one node, the origin
+    capped per connection only."""
     bench.set_origin(None, per_connection)
     runs = []
-    for mode in ("direct", RAYDF):
+    for mode in SINGLE_RUNNERS:
         log(f"running {mode} on 1 node, origin {origin_label(*bench.origin)}, "
             f"{SINGLE_REPEATS} times")
-        runs.append(median_run([measure(bench, mode, RUNNERS[mode], 1)
+        runs.append(median_run([measure(bench, mode, SINGLE_RUNNERS[mode], 1)
                                 for _ in range(SINGLE_REPEATS)]))
         log(f"{mode}: {runs[-1].seconds:.1f} s (median)")
     return runs
