@@ -25,7 +25,9 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict[str, str]]]:
-    env = dict(os.environ, PATH=f"{BIN}:{os.environ.get('PATH', '')}")
+    # The cluster's workers inherit RAYDF_CACHE: a cold cache of this test's own.
+    env = dict(os.environ, PATH=f"{BIN}:{os.environ.get('PATH', '')}",
+               RAYDF_CACHE=str(tmp_path_factory.mktemp("cache")))
     gcs, dashboard = free_port(), free_port()
     subprocess.run(
         [str(BIN / "ray"), "start", "--head", f"--port={gcs}", f"--dashboard-port={dashboard}",

@@ -21,8 +21,21 @@ class Accounting:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        self._settled = threading.Condition(self._lock)
+        self._sending = 0  # responses whose body is being written right now
         self._data: dict[str, Any] = {}
         self.reset()
+
+    def begin(self) -> None:
+        """A response starts writing its body."""
+        with self._lock:
+            self._sending += 1
+
+    def end(self) -> None:
+        """A response finished (or gave up) writing its body."""
+        with self._lock:
+            self._sending -= 1
+            self._settled.notify_all()
 
     def reset(self) -> None:
         with self._lock:
@@ -69,7 +82,13 @@ class Accounting:
             if download:
                 d["download_bytes"] += n
 
-    def snapshot(self) -> dict[str, Any]:
-        """A deep copy of every counter."""
+    def snapshot(self, settle: float = 1.0) -> dict[str, Any]:
+        """A deep copy of every counter.
+
+        Waits (up to ``settle`` seconds) for responses still being written, so
+        that a client that has read a whole body sees it counted: the server
+        counts bytes just after the kernel took them, the client may be faster.
+        """
         with self._lock:
+            self._settled.wait_for(lambda: self._sending == 0, timeout=settle)
             return copy.deepcopy(self._data)

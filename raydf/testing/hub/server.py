@@ -262,6 +262,7 @@ class BaseHandler(BaseHTTPRequestHandler):
             if count:
                 self.state.accounting.sent(self.listener, client, n, reply.file_key, content)
 
+        self.state.accounting.begin()
         try:
             self.connection.sendall(head)
             if head_only:
@@ -272,6 +273,8 @@ class BaseHandler(BaseHTTPRequestHandler):
                 self._send_bytes(reply.body, actions, sent)
         except OSError:  # the client went away: what it took is counted
             self.close_connection = True
+        finally:
+            self.state.accounting.end()
 
     def _send_bytes(self, body: bytes, actions: Actions, sent: Callable[[int], None]) -> None:
         data = bytearray(body)
