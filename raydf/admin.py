@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from raydf.report import _size
+from raydf.report import human_size
 
 __all__ = ["cache_command", "cluster_status", "format_status"]
 
@@ -35,17 +35,17 @@ def format_status(status: dict[str, Any]) -> str:
         lines.append(f"scheduler: {sched['repr']}")
         for job in sched["jobs"].values():
             state = "done" if job["done"] else "running"
-            lines.append(f"  job {job['job_id']} {state} {job['url']} ({_size(job['bytes'])})")
+            lines.append(f"  job {job['job_id']} {state} {job['url']} ({human_size(job['bytes'])})")
             for node, got in job["received"].items():
-                lines.append(f"    node {node[:12]}: received {_size(got)}, verified "
-                             f"{_size(job['nodes'].get(node, 0))}")
+                lines.append(f"    node {node[:12]}: received {human_size(got)}, verified "
+                             f"{human_size(job['nodes'].get(node, 0))}")
     lines.append(f"nodes with a raydf peer: {len(status['nodes'])}")
     for node, snap in sorted(status["nodes"].items()):
         lines.append(
-            f"  {node[:12]}: cache {_size(snap['cache_bytes'])} at {snap['cache_root']}, "
+            f"  {node[:12]}: cache {human_size(snap['cache_bytes'])} at {snap['cache_root']}, "
             f"{snap['files_complete']}/{snap['files']} files open, "
-            f"{snap['pinned_pieces']} pieces pinned ({_size(snap['pinned_bytes'])} of "
-            f"{_size(snap['budget'])}), jobs: {', '.join(snap['jobs']) or '-'}"
+            f"{snap['pinned_pieces']} pieces pinned ({human_size(snap['pinned_bytes'])} of "
+            f"{human_size(snap['budget'])}), jobs: {', '.join(snap['jobs']) or '-'}"
         )
     return "\n".join(lines)
 

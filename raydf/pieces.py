@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import hashlib
 import zlib
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 __all__ = [
@@ -32,7 +31,6 @@ __all__ = [
     "MIN_PIECE",
     "FileDigest",
     "Piece",
-    "digest_chunks",
     "git_blob_sha1",
     "piece_crc",
     "piece_length",
@@ -105,11 +103,3 @@ class FileDigest:
 def git_blob_sha1(data: bytes) -> str:
     """Git's object id of a blob with these bytes."""
     return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
-
-
-def digest_chunks(algorithm: str, size: int, chunks: Iterable[bytes | memoryview]) -> str:
-    """Whole-file digest over ``chunks`` (which together hold ``size`` bytes)."""
-    digest = FileDigest(algorithm, size)
-    for chunk in chunks:
-        digest.update(chunk)
-    return digest.hexdigest()

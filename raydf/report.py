@@ -6,7 +6,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-__all__ = ["NodeReport", "Report"]
+__all__ = ["NodeReport", "Report", "human_size"]
 
 
 @dataclass(frozen=True)
@@ -51,14 +51,15 @@ class Report:
         """One line for a terminal."""
         good = sum(n.ok for n in self.nodes)
         return (
-            f"{self.url}@{self.commit[:12]}: {self.files} files, {_size(self.bytes)} on "
+            f"{self.url}@{self.commit[:12]}: {self.files} files, {human_size(self.bytes)} on "
             f"{good}/{len(self.nodes)} nodes in {self.seconds:.1f} s; origin "
-            f"{_size(self.origin_bytes)} in {self.origin_requests} requests, "
-            f"peer-to-peer {_size(self.p2p_bytes)}"
+            f"{human_size(self.origin_bytes)} in {self.origin_requests} requests, "
+            f"peer-to-peer {human_size(self.p2p_bytes)}"
         )
 
 
-def _size(n: float) -> str:
+def human_size(n: float) -> str:
+    """``1536`` -> ``"1.5 KiB"``."""
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if abs(n) < 1024 or unit == "TiB":
             return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"

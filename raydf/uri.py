@@ -33,7 +33,6 @@ REPO_TYPES: dict[str, tuple[str, ...]] = {
 }
 HUB_SCHEMES = frozenset(REPO_TYPES)
 OBJECT_STORE_SCHEMES = frozenset({"s3", "gs", "abs", "hdfs"})
-WEB_SCHEMES = frozenset({"http", "https"})
 
 _EXPECTED = {
     "hf": "hf://[models/|datasets/|spaces/]owner/repo[/path]",
