@@ -9,7 +9,6 @@ from collections.abc import Sequence
 
 from raydf.errors import (
     ConfigError,
-    FanoutError,
     HubError,
     IntegrityError,
     InvalidURL,
@@ -70,9 +69,7 @@ def _exit_code(err: RaydfError) -> int:
         return 4
     if isinstance(err, StorageError):
         return 5
-    if isinstance(err, FanoutError):
-        return 1
-    return 1
+    return 1  # FanoutError, and any other failure to deliver
 
 
 def _add_get(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

@@ -33,7 +33,7 @@ from typing import Any, ClassVar
 
 import pyarrow.fs as pafs
 
-from raydf.backends.base import BackendOptions, RemoteFile, safe_relative_path
+from raydf.backends.base import BackendOptions, RemoteFile, resolves, safe_relative_path
 from raydf.errors import (
     AccessDenied,
     ConfigError,
@@ -171,11 +171,7 @@ class ArrowFsBackend(abc.ABC):
         buffer[:] = data
 
     def exists(self) -> bool:
-        try:
-            self.resolve()
-        except EntryNotFound:
-            return False
-        return True
+        return resolves(self.resolve, (EntryNotFound,))
 
     def close(self) -> None:
         with self._lock:

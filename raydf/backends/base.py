@@ -8,6 +8,7 @@ Only seed actors hold backends; peers never see a token.
 from __future__ import annotations
 
 import posixpath
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar, Protocol, runtime_checkable
 
@@ -18,6 +19,7 @@ __all__ = [
     "BackendOptions",
     "RemoteFile",
     "Secret",
+    "resolves",
     "safe_relative_path",
     "under_source",
 ]
@@ -126,6 +128,15 @@ class Backend(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+def resolves(resolve: Callable[[], object], missing: tuple[type[Exception], ...]) -> bool:
+    """``exists()`` for backends: True if ``resolve()`` works, False on ``missing``."""
+    try:
+        resolve()
+    except missing:
+        return False
+    return True
 
 
 def under_source(repo_path: object, prefix: str, *, origin: str) -> str | None:

@@ -18,7 +18,7 @@ from typing import ClassVar
 
 import httpx
 
-from raydf.backends.base import BackendOptions, RemoteFile
+from raydf.backends.base import BackendOptions, RemoteFile, resolves
 from raydf.backends.transport import HubTransport, RetryPolicy
 from raydf.errors import AccessDenied, EntryNotFound, HubError, InvalidURL
 from raydf.uri import Source
@@ -76,11 +76,7 @@ class HttpBackend:
         self._http.read_range(self._url, start, buffer, total=self._size)
 
     def exists(self) -> bool:
-        try:
-            self.resolve()
-        except EntryNotFound:
-            return False
-        return True
+        return resolves(self.resolve, (EntryNotFound,))
 
     def close(self) -> None:
         self._http.close()

@@ -23,7 +23,7 @@ from urllib.parse import quote
 
 import httpx
 
-from raydf.backends.base import BackendOptions, RemoteFile, under_source
+from raydf.backends.base import BackendOptions, RemoteFile, resolves, under_source
 from raydf.backends.transport import HubTransport, RetryPolicy
 from raydf.errors import (
     AccessDenied,
@@ -193,11 +193,7 @@ class ModelScopeBackend:
         )
 
     def exists(self) -> bool:
-        try:
-            self.resolve()
-        except (RepoNotFound, RevisionNotFound):
-            return False
-        return True
+        return resolves(self.resolve, (RepoNotFound, RevisionNotFound))
 
     def close(self) -> None:
         self._http.close()
