@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -129,23 +130,31 @@ def run_fanout(
             break
         if ray.get(sched.join.remote(running, peers)):
             return _await_report(sched, running, nodes, request, limits, progress)
+    job = uuid.uuid4().hex[:12]
+    submitted = False
+    seed = None
     try:
         seed = spawn_seed(request, limits.origin_fetches)
-        try:
-            plan = ray.get(seed.plan.remote())
-            tasks = tasks_of(plan)
-            ray.get(seed.add_tasks.remote(tasks))
-            aux: list[tuple[str, str]] = []
-            if request.layout == "hf-cache":
-                revision = request.backend_options.revision or "main"
-                tasks, aux = hf_cache_layout(plan, tasks, request.source, revision)
-            dest = str(request.dest_dir) if place else ""
-            job = ray.get(sched.submit.remote(plan, tasks, seed, peers, dest, limits,
-                                              memory_budget, key, existing_peers(), aux))
-        except BaseException:
-            ray.kill(seed)
-            raise
+        plan = ray.get(seed.plan.remote())
+        tasks = tasks_of(plan)
+        ray.get(seed.add_tasks.remote(tasks))
+        aux: list[tuple[str, str]] = []
+        if request.layout == "hf-cache":
+            revision = request.backend_options.revision or "main"
+            tasks, aux = hf_cache_layout(plan, tasks, request.source, revision)
+        dest = str(request.dest_dir) if place else ""
+        submitting = sched.submit.remote(plan, tasks, seed, peers, dest, limits,
+                                         memory_budget, key, existing_peers(), aux, job)
+        submitted = True  # from here the scheduler owns the seed
+        ray.get(submitting)
     except BaseException as exc:
+        if submitted:
+            # Ctrl-C (or an error) while the job was being submitted: calls to
+            # the scheduler run in order, so this cancel follows the submit.
+            with contextlib.suppress(Exception):
+                ray.get(sched.cancel.remote(job, nodes))
+        elif seed is not None:
+            ray.kill(seed)
         ray.get(sched.release.remote(key))
         if isinstance(exc, Exception):
             raise unwrap(exc) from None
@@ -195,7 +204,7 @@ def _await_report(
                         f"{request.source.name} | slowest node {min(shares):.0%} | "
                         f"{complete}/{len(nodes)} nodes done")
     except KeyboardInterrupt:
-        ray.get(sched.cancel.remote(job))
+        ray.get(sched.cancel.remote(job, nodes))
         raise
     except ray.exceptions.ActorDiedError as exc:
         raise FanoutError(

@@ -44,7 +44,6 @@ class Job:
     origin_bytes: int = 0  # counted from the seeds' fetches, lost seeds included
     seed_requests: dict[str, int] = field(default_factory=dict)  # seed id -> origin requests
     seed_losses: int = 0
-    waiters: int = 0
     error: str | None = None
     closed: bool = False
     wake: asyncio.Event = field(default_factory=asyncio.Event)

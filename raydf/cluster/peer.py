@@ -120,7 +120,8 @@ class PeerActor:
                     continue
                 asm.jobs.add(job_id)
                 have[task.task_id] = sorted(asm.have)
-            self._jobs[job_id] = (None, list(have))
+            # A node that joined as a receiver meanwhile keeps its destination.
+            self._jobs.setdefault(job_id, (None, list(have)))
         return have
 
     def _open(self, task: TaskSpec, *, receive: bool = True) -> _Assembly | None:

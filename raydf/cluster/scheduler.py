@@ -117,12 +117,15 @@ class SchedulerActor:
         fingerprint: str | None = None,
         holders: dict[str, Any] | None = None,
         aux: list[tuple[str, str]] | None = None,
+        job_id: str | None = None,
     ) -> str:
         """Start a job (taking over ``seed``); returns its id at once.
 
         ``holders``: peers on other nodes that may serve from their caches.
+        ``job_id``: the caller's own id for it, so it can cancel a submit it
+        was interrupted in.
         """
-        job_id = uuid.uuid4().hex[:12]
+        job_id = job_id or uuid.uuid4().hex[:12]
         job = Job(job_id, plan, {t.task_id: t for t in tasks}, f"seed-{job_id}", seed,
                   dict(peers), dest, limits or Limits(), memory_budget, fingerprint)
         job.holders = {n: h for n, h in (holders or {}).items() if n not in peers}
@@ -143,7 +146,6 @@ class SchedulerActor:
         """The report for ``nodes`` (default: all) once each finished or failed."""
         job = self._jobs[job_id]
         wanted = list(job.peers) if nodes is None else nodes
-        job.waiters += 1
         await asyncio.gather(*(job.node_event(n).wait() for n in wanted))
         everyone = all(job.node_event(n).is_set() for n in job.peers)
         if everyone and job.runner is not None:
@@ -360,15 +362,19 @@ class SchedulerActor:
         job.wake.set()
         return True
 
-    async def cancel(self, job_id: str) -> None:
-        """The last caller waiting gave up (Ctrl-C): stop the job, drop its partials."""
+    async def cancel(self, job_id: str, nodes: list[str]) -> None:
+        """A caller gave up on ``nodes`` (Ctrl-C): they leave the job; once no node is
+        left waiting, the job stops and its partial files are dropped."""
         job = self._jobs.get(job_id)
-        if job is None or job.closed:
+        if job is None or job.closed or job.state is None:
             return
-        job.waiters -= 1
-        if job.waiters <= 0:
-            job.error = "cancelled by the caller"
-            job.wake.set()
+        for node in nodes:
+            if not job.node_event(node).is_set():
+                job.fail_node(node, "cancelled by the caller")
+                job.state.remove_holder(node)
+        if all(job.node_event(n).is_set() for n in job.peers):
+            job.error = job.error or "cancelled by the caller"
+        job.wake.set()
 
     def _release_seed_pieces(self, job: Job) -> None:
         """Let the seed drop pieces enough peers hold (never one it is still sending)."""
