@@ -32,6 +32,7 @@ class Job:
     started: float = field(default_factory=time.monotonic)
     state: PlanState | None = None
     crc: dict[PieceId, int] = field(default_factory=dict)
+    seed_held: set[PieceId] = field(default_factory=set)  # fetched, not yet released
     node_bytes: dict[str, int] = field(default_factory=dict)  # verified files' bytes
     node_received: dict[str, int] = field(default_factory=dict)  # pieces' bytes
     node_done: dict[str, float] = field(default_factory=dict)

@@ -291,6 +291,7 @@ class SchedulerActor:
         if a.source == ORIGIN:
             crc, nbytes, requests = result
             job.crc[a.piece] = crc
+            job.seed_held.add(a.piece)
             job.origin_bytes += nbytes
             job.seed_requests[a.peer] = requests
             job.origin_times.append((time.time(), *a.piece))
@@ -347,6 +348,7 @@ class SchedulerActor:
         if job.seed is None:
             return
         job.seed_losses += 1
+        job.seed_held.clear()
         state.remove_holder(job.seed_id)
         job.seed = None
 
@@ -382,11 +384,13 @@ class SchedulerActor:
         assert state is not None
         busy = {a.piece for a in state.in_flight() if a.source == job.seed_id}
         release = []
-        for piece in list(job.crc):
+        # Only what the seed still holds, not every piece of the job: this runs
+        # after every finished transfer.
+        for piece in list(job.seed_held):
             holders = state.holders(piece)
-            if job.seed_id in holders and piece not in busy and \
-                    len(holders) - 1 >= min(SEED_COPIES, len(job.peers)):
+            if piece not in busy and len(holders) - 1 >= min(SEED_COPIES, len(job.peers)):
                 state.drop_holding(job.seed_id, piece)
+                job.seed_held.discard(piece)
                 release.append(piece)
         if release:
             job.seed.release.remote(release)
