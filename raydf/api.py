@@ -114,7 +114,7 @@ def run_fanout(
         fingerprint,
         peer_for,
         scheduler,
-        spawn_seed,
+        seed_for,
         unwrap,
     )
     from raydf.cluster.spec import tasks_of
@@ -134,7 +134,7 @@ def run_fanout(
     submitted = False
     seed = None
     try:
-        seed = spawn_seed(request, limits.origin_fetches)
+        seed = seed_for(sched, request, limits.origin_fetches)
         plan = ray.get(seed.plan.remote())
         tasks = tasks_of(plan)
         ray.get(seed.add_tasks.remote(tasks))
@@ -159,13 +159,8 @@ def run_fanout(
         if isinstance(exc, Exception):
             raise unwrap(exc) from None
         raise
-    try:
-        return _await_report(sched, job, nodes, request, limits, progress)
-    except FanoutError:
-        # The scheduler that owned the seed is gone: do not leave the seed behind.
-        with contextlib.suppress(Exception):
-            ray.kill(seed)
-        raise
+    # The seed is the scheduler's now (and dies with it).
+    return _await_report(sched, job, nodes, request, limits, progress)
 
 
 def _await_report(
@@ -174,7 +169,7 @@ def _await_report(
     """Wait for ``nodes`` of ``job``: draw progress, replace a lost seed, cancel on Ctrl-C."""
     import ray
 
-    from raydf.cluster.service import spawn_seed
+    from raydf.cluster.service import seed_for
 
     bar: ProgressBar | None = None
     try:
@@ -192,7 +187,7 @@ def _await_report(
                 continue
             if status["needs_seed"]:
                 # Only callers hold the token, so a caller makes the replacement.
-                seed = spawn_seed(request, limits.origin_fetches)
+                seed = seed_for(sched, request, limits.origin_fetches)
                 ray.get(seed.adopt.remote(*ray.get(sched.job_plan.remote(job))))
                 ray.get(sched.add_seed.remote(job, seed))
             if progress:

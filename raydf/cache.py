@@ -25,14 +25,16 @@ import errno
 import hashlib
 import os
 import shutil
+import threading
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from raydf.backends.base import RemoteFile
 from raydf.errors import IntegrityError, StorageError
 from raydf.pieces import FileDigest
 
-__all__ = ["NodeCache", "node_path", "storage_error", "verify_file"]
+__all__ = ["InOrderDigests", "NodeCache", "node_path", "storage_error", "verify_file"]
 
 _READ_BLOCK = 8 * 2**20
 # Hugging Face lists regular files (under 10 MiB) by git blob sha1 only, and
@@ -60,34 +62,93 @@ def default_cache_root() -> Path:
     return Path.home() / ".cache" / "raydf"
 
 
+def file_digests(file: RemoteFile) -> dict[str, FileDigest]:
+    """The digests to compute over ``file``'s bytes, by algorithm: the one the
+    origin listed and, for files small enough to be regular (non-LFS) Hugging
+    Face files, both sha256 and the git blob sha1, so the cache can file them
+    under both names."""
+    expected = file.digest
+    algorithms = {expected[0]} if expected else set()
+    if file.size <= ALIAS_MAX_SIZE:
+        algorithms |= {"sha256", "git-sha1"}
+    return {a: FileDigest(a, file.size) for a in sorted(algorithms)}
+
+
+def check_digests(file: RemoteFile, found: dict[str, str]) -> None:
+    """Raise IntegrityError unless ``found`` has the digest the origin listed."""
+    expected = file.digest
+    if expected is not None and found.get(expected[0]) != expected[1]:
+        got = found.get(expected[0]) or "nothing"
+        raise IntegrityError(
+            f"{file.path}: {expected[0]} mismatch (expected {expected[1][:16]}…, got "
+            f"{got[:16]}…); the file was not placed. The origin sent corrupt "
+            "bytes; retry, and report it to the hub if it persists"
+        )
+
+
 def verify_file(path: Path, file: RemoteFile) -> dict[str, str]:
     """Check a file's size and whole-file digest; raise IntegrityError if wrong.
 
-    Returns the digests computed, by algorithm: the expected one and, for files
-    small enough to be regular (non-LFS) Hugging Face files, both sha256 and
-    the git blob sha1, so the cache can file them under both names.
+    Returns the digests computed (see :func:`file_digests`).
     """
-    size = path.stat().st_size
-    if size != file.size:
-        raise IntegrityError(f"{file.path}: got {size} bytes, the origin listed {file.size}")
-    expected = file.digest
-    algorithms = {expected[0]} if expected else set()
-    if size <= ALIAS_MAX_SIZE:
-        algorithms |= {"sha256", "git-sha1"}
-    digests = {a: FileDigest(a, size) for a in sorted(algorithms)}
+    _check_size(path, file)
+    digests = file_digests(file)
     if digests:
         with path.open("rb") as f:
             while block := f.read(_READ_BLOCK):
                 for digest in digests.values():
                     digest.update(block)
     found = {a: d.hexdigest() for a, d in digests.items()}
-    if expected is not None and found[expected[0]] != expected[1]:
-        raise IntegrityError(
-            f"{file.path}: {expected[0]} mismatch (expected {expected[1][:16]}…, got "
-            f"{found[expected[0]][:16]}…); the file was not placed. The origin sent corrupt "
-            "bytes; retry, and report it to the hub if it persists"
-        )
+    check_digests(file, found)
     return found
+
+
+def _check_size(path: Path, file: RemoteFile) -> None:
+    size = path.stat().st_size
+    if size != file.size:
+        raise IntegrityError(f"{file.path}: got {size} bytes, the origin listed {file.size}")
+
+
+class InOrderDigests:
+    """A file's digests (:func:`file_digests`) fed piece by piece as pieces arrive.
+
+    A piece that arrives before its predecessors waits: it is read back from
+    the partial file when its turn comes. Once every piece is in, the file is
+    verified without reading it again. Thread-safe.
+    """
+
+    def __init__(self, file: RemoteFile, num_pieces: int) -> None:
+        self._digests = file_digests(file)
+        self._num_pieces = num_pieces
+        self._next = 0
+        self._waiting: set[int] = set()
+        self._lock = threading.Lock()
+
+    def add(self, index: int, data: memoryview, read_back: Callable[[int], memoryview]) -> None:
+        """Piece ``index`` (its bytes ``data``) is written; ``read_back(i)`` reads
+        an earlier-arrived piece ``i`` from the partial file."""
+        with self._lock:
+            if index < self._next:
+                return  # taken again after a failed attempt: already in
+            if index != self._next:
+                self._waiting.add(index)
+                return
+            self._update(data)
+            while self._next in self._waiting:
+                self._waiting.remove(self._next)
+                self._update(read_back(self._next))
+
+    def _update(self, data: memoryview) -> None:
+        for digest in self._digests.values():
+            digest.update(data)
+        self._next += 1
+
+    def result(self) -> dict[str, str] | None:
+        """The digests, once every piece was added in order; else None."""
+        with self._lock:
+            if self._next < self._num_pieces:
+                return None
+            return {a: d.hexdigest() for a, d in self._digests.items()}
 
 
 class NodeCache:
@@ -134,15 +195,22 @@ class NodeCache:
             raise storage_error(exc, path) from None
         return path
 
-    def commit(self, partial: Path, file: RemoteFile) -> Path:
+    def commit(self, partial: Path, file: RemoteFile, found: dict[str, str] | None = None) -> Path:
         """Verify a complete partial file and move it into the store.
 
+        ``found``: its digests, computed as it was written (see
+        :class:`InOrderDigests`); else the file is read to compute them.
         On a digest mismatch the partial is deleted and IntegrityError raised.
         Files without a digest (plain HTTP) are not stored: they are returned
         as they are, to be moved into place by :meth:`place`.
         """
         try:
-            digests = verify_file(partial, file)
+            if found is None:
+                digests = verify_file(partial, file)
+            else:
+                _check_size(partial, file)
+                check_digests(file, found)
+                digests = found
         except IntegrityError:
             partial.unlink(missing_ok=True)
             raise

@@ -64,11 +64,12 @@ class Limits:
     """Transfers in flight allowed at once."""
 
     peer_downloads: int = 4  # into one peer
-    holder_uploads: int = 2  # out of one holder, peer or seed
+    holder_uploads: int = 2  # out of one peer holder
     origin_fetches: int = 8  # from the origin, per seed
+    seed_uploads: int = 4  # out of one seed
 
     def __post_init__(self) -> None:
-        for name in ("peer_downloads", "holder_uploads", "origin_fetches"):
+        for name in ("peer_downloads", "holder_uploads", "origin_fetches", "seed_uploads"):
             if getattr(self, name) < 1:
                 raise ValueError(f"Limits.{name} must be at least 1, got {getattr(self, name)}")
 
@@ -364,7 +365,8 @@ class PlanState:
         else:
             if sid in self._up:
                 self._up[sid] -= 1
-                if self._up[sid] == self.limits.holder_uploads - 1:  # was full: new pairs
+                # Was full: new pairs (a seed's slots depend on the piece: always look again).
+                if sid in self._seeds or self._up[sid] == self.limits.holder_uploads - 1:
                     self._dirty_holders.add(sid)
                 self._touch_holder(sid)
             if rid in self._down:
@@ -423,7 +425,11 @@ class PlanState:
         (self._incomplete.add if need or self._recv[p] else self._incomplete.discard)(p)
 
     def _touch_holder(self, h: int) -> None:
-        (self._free_up.add if self._up[h] < self.limits.holder_uploads else self._free_up.discard)(h)
+        (self._free_up.add if self._up[h] < self.upload_cap(h) else self._free_up.discard)(h)
+
+    def upload_cap(self, h: int) -> int:
+        """Uploads at once out of holder ``h``: a seed's limit or a peer's (see _Draft.up_free)."""
+        return self.limits.seed_uploads if h in self._seeds else self.limits.holder_uploads
 
     def _done(self, p: int) -> int:
         return self._total[p] - len(self._need[p]) - len(self._recv[p])
@@ -462,6 +468,8 @@ class PlanState:
         for h in sorted(todo, key=lambda h: (h in self._seeds, self._up[h], h)):
             slots, again = draft.up_free(h), list[int]()
             for g in _rarest(draft, todo[h], again) if slots > 0 else ():
+                if draft.up_free(h, g) <= 0:
+                    break  # a seed past a peer's cap, and g (like the rest) has copies
                 p = self._taker(g, draft)
                 if p is not None:  # else no one can take g now: drop it
                     draft.add(p, g, h)
@@ -492,7 +500,7 @@ class PlanState:
         scan, other = (holders, free_up) if len(holders) <= len(free_up) else (free_up, holders)
         for h in scan:
             if h in other:
-                free = draft.up_free(h)
+                free = draft.up_free(h, g)
                 key = (h in seeds, -free)
                 if free > 0 and (best is None or key < best_key):
                     best, best_key = h, key
@@ -527,8 +535,19 @@ class _Draft:
         self.moving: dict[int, int] = {}
         self.taken: set[tuple[int, int]] = set()
 
-    def up_free(self, h: int) -> int:
-        return self.state.limits.holder_uploads - self.state._up[h] - self.up.get(h, 0)
+    def up_free(self, h: int, g: int | None = None) -> int:
+        """Free upload slots of holder ``h`` (to send ``g``, if given).
+
+        A seed's slots beyond a peer's cap carry only first copies (pieces no
+        peer holds or is getting): the seed keeps pace with its own origin
+        reads without becoming the hot spot that serves every copy.
+        """
+        st = self.state
+        cap = st.upload_cap(h)
+        if g is not None and cap > st.limits.holder_uploads and (
+                len(st._holders[g]) > 1 or st._moving[g] or g in self.moving):
+            cap = st.limits.holder_uploads
+        return cap - st._up[h] - self.up.get(h, 0)
 
     def down_free(self, p: int) -> int:
         return self.state.limits.peer_downloads - self.state._down[p] - self.down.get(p, 0)

@@ -6,8 +6,9 @@ CRC-32, writes it at its offset into a partial file in the node cache, and
 re-puts it: the copy is then owned by this peer, so it outlives the seed and
 every other holder (see the Ray facts in DESIGN.md). Re-put pieces stay pinned
 within a memory budget (LRU); a piece let go is re-read from disk when someone
-asks for it. When a file's last piece lands, its whole-file digest is checked
-and only then is it moved into the cache and placed at every destination.
+asks for it. The whole-file digest is computed as pieces land, in order, and
+checked when the last one lands (no second read of the file); only then is
+the file moved into the cache and placed at every destination.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from typing import Any
 import numpy as np
 import ray
 
-from raydf.cache import NodeCache, node_path
+from raydf.cache import InOrderDigests, NodeCache, node_path
 from raydf.cluster.metrics import log_event, metrics
 from raydf.cluster.spec import TaskSpec
 from raydf.errors import IntegrityError
@@ -44,6 +45,7 @@ class _Assembly:
     spec: TaskSpec
     path: Path
     fd: int
+    digests: InOrderDigests | None = None  # None once complete
     have: set[int] = field(default_factory=set)
     complete: bool = False
     jobs: set[str] = field(default_factory=set)
@@ -128,10 +130,11 @@ class PeerActor:
         blob = self.cache.blob(task.file)
         if blob is not None:
             fd = os.open(blob, os.O_RDONLY)
-            asm = _Assembly(task, blob, fd, set(range(task.num_pieces)), complete=True)
+            asm = _Assembly(task, blob, fd, have=set(range(task.num_pieces)), complete=True)
         elif receive:
             partial = self.cache.new_partial(task.file)
-            asm = _Assembly(task, partial, os.open(partial, os.O_RDWR))
+            asm = _Assembly(task, partial, os.open(partial, os.O_RDWR),
+                            InOrderDigests(task.file, task.num_pieces))
         else:
             return None
         self._tasks[task.task_id] = asm
@@ -174,6 +177,8 @@ class PeerActor:
                 f"{self.node_id[:8]}; it will be taken from another holder"
             )
         os.pwrite(asm.fd, view, piece.start)
+        assert asm.digests is not None
+        asm.digests.add(index, view, lambda i: _read_piece(asm, i))
         own = ray.put(array)  # our own copy: serves on even if the lender dies
         del view, array, ref
         with self._lock:
@@ -198,8 +203,9 @@ class PeerActor:
 
     def _finish(self, asm: _Assembly) -> None:
         """Verify the whole file, move it into the cache, place it for every job."""
+        assert asm.digests is not None
         try:
-            blob = self.cache.commit(asm.path, asm.spec.file)
+            blob = self.cache.commit(asm.path, asm.spec.file, asm.digests.result())
         except IntegrityError as err:
             log_event("file_corrupt", node=self.node_id[:8], file=asm.spec.paths[0],
                       task=asm.spec.task_id, error=str(err).replace(" ", "_")[:120])
@@ -210,7 +216,7 @@ class PeerActor:
         log_event("file_verified", node=self.node_id[:8], jobs=",".join(sorted(asm.jobs)),
                   file=asm.spec.paths[0], task=asm.spec.task_id, bytes=asm.spec.size)
         with self._lock:
-            asm.path, asm.complete = blob, True
+            asm.path, asm.complete, asm.digests = blob, True, None
             dests = [self._jobs[j][0] for j in asm.jobs if j in self._jobs]
         for dest_dir in dests:
             if dest_dir is not None:
@@ -228,15 +234,12 @@ class PeerActor:
                 self.served_bytes += pinned[2]
                 return [pinned[0], pinned[1]]
         with self._using(task_id) as asm:
-            piece = asm.spec.piece(index)
-            buffer = np.empty(piece.length, dtype=np.uint8)
-            if piece.length and os.preadv(asm.fd, [buffer.data], piece.start) != piece.length:
-                raise IntegrityError(f"{asm.path} is shorter than piece {index}")
-            crc = piece_crc(buffer.data)
-            ref = ray.put(buffer)
+            data = _read_piece(asm, index)
+            crc = piece_crc(data)
+            ref = ray.put(data.obj)
             with self._lock:
-                self._pin(key, ref, crc, piece.length)
-                self.served_bytes += piece.length
+                self._pin(key, ref, crc, len(data))
+                self.served_bytes += len(data)
             return [ref, crc]
 
     @contextmanager
@@ -329,6 +332,15 @@ class PeerActor:
                 "served_bytes": self.served_bytes,
                 "jobs": sorted(self._jobs),
             }
+
+
+def _read_piece(asm: _Assembly, index: int) -> memoryview:
+    """Piece ``index`` of ``asm``'s file, read from disk (an ``np.uint8`` array's view)."""
+    piece = asm.spec.piece(index)
+    buffer = np.empty(piece.length, dtype=np.uint8)
+    if piece.length and os.preadv(asm.fd, [buffer.data], piece.start) != piece.length:
+        raise IntegrityError(f"{asm.path} is shorter than piece {index}")
+    return buffer.data
 
 
 def _write_atomically(path: Path, text: str) -> None:

@@ -12,9 +12,12 @@ fingerprint and submits; the others wait for that and *join*, adding their
 nodes to the running job. So N Serve replicas calling ``raydf.get`` together
 cost one listing and one origin read, not N.
 
-**Seeds.** The scheduler owns the job's seed once submitted and kills it when
-the job ends, so a seed outlives the caller that made it for as long as
-joiners need it, and no longer.
+**Seeds.** The scheduler makes every seed (so seeds die with it) and keeps
+one started in advance: a *standby* with no request and no token, handed to
+the next caller (:meth:`new_seed`), so a job does not wait ~1 s for a worker
+process. The caller gives it the job's token; the scheduler kills the seed
+when the job ends, so a seed outlives its caller for as long as joiners need
+it, and no longer.
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ import ray
 
 from raydf.cluster.job import Job, describe
 from raydf.cluster.metrics import log_event, metrics
+from raydf.cluster.placement import seed_options
+from raydf.cluster.seed import SeedActor
 from raydf.cluster.spec import TaskSpec
 from raydf.errors import RaydfError
 from raydf.plan import RepoPlan
@@ -51,6 +56,9 @@ class SchedulerActor:
         self._jobs: dict[str, Job] = {}
         self._running: dict[str, str] = {}  # fingerprint -> job id
         self._claims: dict[str, asyncio.Event] = {}  # fingerprints being set up
+        self._standby_fetches = Limits().origin_fetches
+        self._standby: Any = None
+        self._restock()
 
     def __repr__(self) -> str:
         active = [j for j in self._jobs.values() if not j.closed]
@@ -102,6 +110,26 @@ class SchedulerActor:
         await self._prepare(job, fresh)
         job.wake.set()
         return True
+
+    # -- seeds -----------------------------------------------------------
+
+    async def new_seed(self, fetches: int) -> Any:
+        """A seed with no request yet, for a caller's job (``fetches`` origin reads
+        at once): the standby if it allows as many, else a new one. The next
+        standby starts now, while this job runs."""
+        if self._standby is None or fetches > self._standby_fetches:
+            return self._spawn_seed(fetches)
+        seed, self._standby = self._standby, None
+        self._restock()
+        return seed
+
+    def _restock(self) -> None:
+        if self._standby is None:
+            self._standby = self._spawn_seed(self._standby_fetches)
+
+    @staticmethod
+    def _spawn_seed(fetches: int) -> Any:
+        return ray.remote(SeedActor).options(**seed_options(fetches)).remote()
 
     # -- jobs ------------------------------------------------------------
 

@@ -1,8 +1,10 @@
 """SeedActor: the only code that talks to the origin.
 
-It holds the backend and the token (given by :meth:`SeedActor.authorize`, a
-direct actor call, so the token is never in an actor's creation spec, the GCS
-or the object store). It resolves and lists once, fetches each piece it is
+The scheduler starts seeds before they are needed (a *standby* seed, with
+no request and no token, waits for the next job). A caller gives one its
+request and token with :meth:`SeedActor.take`, a direct actor call, so the
+token is never in an actor's creation spec, the GCS or the object store; a
+seed serves that one job and is killed when it ends. It resolves and lists once, fetches each piece it is
 asked for with one ranged GET, puts it in the object store as an ``np.uint8``
 array (zero-copy for readers on the same node) and lends its ref to peers
 until the scheduler releases it. Several fetches run at once (a threaded
@@ -33,9 +35,8 @@ PieceId = tuple[str, int]
 class SeedActor:
     """Plain class; made remote where it is spawned (``ray.remote(SeedActor)``)."""
 
-    def __init__(self, request: Request) -> None:
-        # The request arrives without its token (see Request.without_secrets).
-        self._request = request
+    def __init__(self) -> None:
+        self._request_given: Request | None = None
         self._backend: Backend | None = None
         self._plan: RepoPlan | None = None
         self._tasks: dict[str, TaskSpec] = {}
@@ -44,13 +45,24 @@ class SeedActor:
         self.origin_bytes = 0
 
     def __repr__(self) -> str:
-        return (f"<Seed {self._request.url} | {len(self._held)} pieces held, "
+        if self._request_given is None:
+            return "<Seed standby>"
+        return (f"<Seed {self._request_given.url} | {len(self._held)} pieces held, "
                 f"{self.origin_bytes} origin bytes>")
 
-    def authorize(self, token: Secret | None) -> None:
-        """Give this seed the hub token (kept in this process only)."""
-        options = dataclasses.replace(self._request.backend_options, token=token)
-        self._request = dataclasses.replace(self._request, backend_options=options)
+    @property
+    def _request(self) -> Request:
+        if self._request_given is None:
+            raise RuntimeError("this seed has no request yet: call take() first")
+        return self._request_given
+
+    def take(self, request: Request, token: Secret | None) -> None:
+        """Serve ``request`` (sent without its token) with ``token`` (kept in this
+        process only). Once only: a seed never serves a second job."""
+        if self._request_given is not None:
+            raise RuntimeError(f"this seed already serves {self._request_given.url}")
+        options = dataclasses.replace(request.backend_options, token=token)
+        self._request_given = dataclasses.replace(request, backend_options=options)
 
     def _open(self) -> Backend:
         if self._backend is None:
@@ -105,6 +117,7 @@ class SeedActor:
     def stats(self) -> dict[str, Any]:
         with self._lock:
             return {
+                "standby": self._request_given is None,
                 "origin_bytes": self.origin_bytes,
                 "origin_requests": self._backend.requests if self._backend else 0,
                 "held": len(self._held),

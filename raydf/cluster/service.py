@@ -3,8 +3,10 @@
 The documented detached service is the scheduler (``raydf-scheduler``) and
 one peer per node that ever took part (``raydf-peer-<node id>``), all in the
 ``raydf`` namespace: they outlive a job so the next one (or ``raydf.get`` in a
-Serve replica) finds them. Seeds are not detached: each belongs to the job
-(driver) that made it and holds that job's token.
+Serve replica) finds them. Seeds belong to the scheduler (they die with it):
+it keeps one started, tokenless *standby* seed, so a job does not wait for a
+worker process to start, and kills each job's seed when the job ends. A seed
+is given one job's token, by its caller, and never another.
 """
 
 from __future__ import annotations
@@ -13,34 +15,31 @@ import contextlib
 import hashlib
 import logging
 import os
-import uuid
 from typing import Any
 
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from raydf.cluster.peer import PeerActor
+from raydf.cluster.placement import NAMESPACE, SEED_RESOURCE, alive_nodes, on_head
 from raydf.cluster.scheduler import SchedulerActor
-from raydf.cluster.seed import SeedActor
 from raydf.errors import ConfigError, RaydfError
 from raydf.options import Request
 
 __all__ = [
     "NAMESPACE",
+    "SEED_RESOURCE",
     "connect",
     "existing_peers",
     "fingerprint",
     "peer_for",
     "scheduler",
-    "spawn_seed",
+    "seed_for",
     "target_nodes",
     "unwrap",
 ]
 
-NAMESPACE = "raydf"
 SCHEDULER_NAME = "raydf-scheduler"
-SEED_RESOURCE = "raydf_seed"
-_HEAD_RESOURCE = "node:__internal_head__"
 # Ray sockets on 127.0.0.1, no token file, no usage stats: safe defaults for a
 # cluster raydf starts by itself (a real cluster is started by its operator).
 _LOCAL_DEFAULTS = {
@@ -75,10 +74,6 @@ def connect(address: str | None = None, *, start: bool = True) -> None:
                           "`ray start --head` or leave --address out to start a local one") from None
 
 
-def _alive_nodes() -> list[dict[str, Any]]:
-    return [n for n in ray.nodes() if n.get("Alive")]
-
-
 def target_nodes(selector: str = "auto") -> list[str]:
     """Node ids to deliver to.
 
@@ -86,7 +81,7 @@ def target_nodes(selector: str = "auto") -> list[str]:
     ``gpu``: nodes with GPUs (an error if none); ``all``: every alive node;
     ``key=value[,key=value]``: nodes whose Ray labels match.
     """
-    nodes = _alive_nodes()
+    nodes = alive_nodes()
     gpu = [n for n in nodes if n.get("Resources", {}).get("GPU", 0) > 0]
     if selector == "auto":
         chosen = gpu or nodes
@@ -109,20 +104,6 @@ def target_nodes(selector: str = "auto") -> list[str]:
     return sorted(n["NodeID"] for n in chosen)
 
 
-def _head_node_id() -> str | None:
-    for node in _alive_nodes():
-        if _HEAD_RESOURCE in node.get("Resources", {}):
-            return str(node["NodeID"])
-    return None
-
-
-def _on_head(soft: bool) -> dict[str, Any]:
-    head = _head_node_id()
-    if head is None:
-        return {}
-    return {"scheduling_strategy": NodeAffinitySchedulingStrategy(head, soft=soft)}
-
-
 def scheduler() -> Any:
     """The cluster's scheduler actor, created on the head node on first use."""
     return ray.remote(SchedulerActor).options(
@@ -133,7 +114,7 @@ def scheduler() -> Any:
         num_cpus=0,
         max_concurrency=1000,
         # Hard: a scheduler that wandered onto a worker dies with that node.
-        **_on_head(soft=False),
+        **on_head(soft=False),
     ).remote()
 
 
@@ -153,35 +134,31 @@ def peer_for(node_id: str) -> Any:
 def existing_peers() -> dict[str, Any]:
     """The peer actors already running on alive nodes (none is created)."""
     peers = {}
-    for node in _alive_nodes():
+    for node in alive_nodes():
         node_id = str(node["NodeID"])
         with contextlib.suppress(ValueError):
             peers[node_id] = ray.get_actor(f"raydf-peer-{node_id}", namespace=NAMESPACE)
     return peers
 
 
-def spawn_seed(request: Request, fetches: int) -> Any:
-    """A seed for one job, on a ``raydf_seed`` node if any, else on the head node.
+def seed_for(sched: Any, request: Request, fetches: int) -> Any:
+    """A seed for ``request``, with its token: the scheduler's standby seed (already
+    started) or a new one.
 
-    Detached, because the scheduler takes it over once the job is submitted
-    (joiners may need it after its creator is gone) and kills it at the end.
-    The token is given afterwards by a direct call (``seed.authorize``), never
-    in the creation spec, which the GCS stores.
+    The token is given by a direct call (``seed.take``), never in the creation
+    spec, which the GCS stores. The seed belongs to the scheduler, which kills
+    it when the job ends.
     """
-    has_seed_nodes = any(SEED_RESOURCE in n.get("Resources", {}) for n in _alive_nodes())
-    placement: dict[str, Any] = (
-        {"resources": {SEED_RESOURCE: 0.01}} if has_seed_nodes else _on_head(soft=True)
-    )
-    seed: Any = ray.remote(SeedActor).options(
-        name=f"raydf-seed-{uuid.uuid4().hex[:12]}",
-        namespace=NAMESPACE,
-        lifetime="detached",
-        num_cpus=0,
-        max_concurrency=fetches + 16,
-        **placement,
-    ).remote(request.without_secrets())
     try:
-        ray.get(seed.authorize.remote(request.backend_options.token))
+        return _give_request(ray.get(sched.new_seed.remote(fetches)), request)
+    except ray.exceptions.RayActorError:
+        # The standby died (its node went away): the next one is new.
+        return _give_request(ray.get(sched.new_seed.remote(fetches)), request)
+
+
+def _give_request(seed: Any, request: Request) -> Any:
+    try:
+        ray.get(seed.take.remote(request.without_secrets(), request.backend_options.token))
     except BaseException:
         ray.kill(seed)
         raise

@@ -19,7 +19,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-__all__ = ["LocalCluster", "wait_until"]
+__all__ = ["LocalCluster", "seed_actors", "wait_until"]
 
 RAY_ENV = {
     "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
@@ -41,6 +41,24 @@ def wait_until(what: str, check: Callable[[], Any], timeout: float = 120.0) -> A
             return value
         time.sleep(0.05)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def seed_actors() -> dict[str, bool]:
+    """The seed actors alive in the connected cluster: name -> serving a job
+    (False for the scheduler's standby, which has no request and no token)."""
+    import ray
+
+    from raydf.cluster.placement import NAMESPACE, SEED_PREFIX
+
+    seeds = {}
+    for actor in ray.util.list_named_actors(all_namespaces=True):
+        if actor["namespace"] == NAMESPACE and actor["name"].startswith(SEED_PREFIX):
+            handle = ray.get_actor(actor["name"], namespace=NAMESPACE)
+            try:
+                seeds[actor["name"]] = not ray.get(handle.stats.remote())["standby"]
+            except ray.exceptions.RayActorError:
+                continue  # died between the listing and the call
+    return seeds
 
 
 class LocalCluster:

@@ -13,7 +13,7 @@ from pathlib import Path
 import ray
 
 from raydf.cluster.service import NAMESPACE, SCHEDULER_NAME
-from raydf.testing.cluster import LocalCluster, wait_until
+from raydf.testing.cluster import LocalCluster, seed_actors, wait_until
 from raydf.testing.hub import HubEmulator, make_model, write_repo_meta
 
 MiB = 2**20
@@ -122,9 +122,13 @@ def test_ctrl_c_leaves_no_partial_file_and_no_actor_but_the_service(
         for path in final.rglob("*") if final.exists() else []:
             if path.is_file():  # whatever is at a final path is whole and verified
                 assert path.read_bytes() == (src / path.relative_to(final)).read_bytes()
+    standby = [name for name, serving in seed_actors().items() if not serving]
+    assert len(standby) <= 1  # the scheduler's next seed: no request, no token
     names = {a["name"] for a in ray.util.list_named_actors(all_namespaces=True)}
-    assert names <= {SCHEDULER_NAME} | {f"raydf-peer-{n}" for n in cluster.node_ids}, names
+    service = {SCHEDULER_NAME, *standby} | {f"raydf-peer-{n}" for n in cluster.node_ids}
+    assert names <= service, names
     from ray.util.state import list_actors
 
     alive = list_actors(filters=[("state", "=", "ALIVE")])
-    assert {a.class_name for a in alive} <= {"SchedulerActor", "PeerActor"}
+    assert {a.class_name for a in alive} <= {"SchedulerActor", "PeerActor", "SeedActor"}
+    assert sum(a.class_name == "SeedActor" for a in alive) == len(standby)

@@ -69,6 +69,15 @@ class World:
         """Some peer wants ``piece`` and does not have it."""
         return any(piece in self.wanted(p) and piece not in self.has[p] for p in self.wants)
 
+    def upload_cap(self, holder: str, piece: PieceId | None = None) -> int:
+        """A peer's cap; a seed's is higher only for a first copy (no peer has or gets it)."""
+        if holder not in self.seeds:
+            return self.limits.holder_uploads
+        first = piece is not None and not (self.state.holders(piece) - self.seeds) and all(
+            a.piece != piece for a in self.state.in_flight())
+        return self.limits.seed_uploads if first else min(self.limits.seed_uploads,
+                                                           self.limits.holder_uploads)
+
     def loads(self) -> tuple[Counter[str], Counter[str], Counter[str]]:
         up, down, origin = Counter[str](), Counter[str](), Counter[str]()
         for a in self.state.in_flight():
@@ -86,7 +95,9 @@ class World:
             self.check(a)
             self.state.start(a)
             up, down, origin = self.loads()
-            assert max(up.values(), default=0) <= self.limits.holder_uploads
+            assert all(n <= max(self.limits.seed_uploads, self.limits.holder_uploads)
+                       if h in self.seeds else n <= self.limits.holder_uploads
+                       for h, n in up.items())
             assert max(down.values(), default=0) <= self.limits.peer_downloads
             assert max(origin.values(), default=0) <= self.limits.origin_fetches
         self.check_nothing_left_to_start()
@@ -106,6 +117,7 @@ class World:
         assert a.source in holders
         if a.source in self.seeds:
             up = self.loads()[0]
+            assert up[a.source] < self.upload_cap(a.source, a.piece), f"{a}: seed over its cap"
             free = [h for h in holders - self.seeds if up[h] < self.limits.holder_uploads]
             assert not free, f"{a}: seed used while peer holders {free} are free"
 
@@ -119,7 +131,7 @@ class World:
             for piece in self.wanted(p) - self.has[p]:
                 if (p, piece) in flying:
                     continue
-                free = [h for h in self.state.holders(piece) if up[h] < self.limits.holder_uploads]
+                free = [h for h in self.state.holders(piece) if up[h] < self.upload_cap(h, piece)]
                 assert not free, f"{p} could take {piece} from {free}: {self.state!r}"
         if any(origin[s] < self.limits.origin_fetches for s in self.seeds):
             moving = {a.piece for a in self.state.in_flight()}
@@ -180,7 +192,7 @@ def worlds(draw: st.DrawFn, min_peers: int = 1) -> World:
     wants = {p: draw(st.sets(st.sampled_from(names), min_size=1)) for p in peers}
     cached = {p: draw(st.sets(st.sampled_from(names))) for p in peers if draw(st.booleans())}
     seeds = [f"s{i}" for i in range(draw(st.integers(1, 3)))]
-    limits = Limits(*(draw(st.integers(1, 4)) for _ in range(3)))
+    limits = Limits(*(draw(st.integers(1, 4)) for _ in range(4)))
     return World(tasks, wants, seeds, limits, cached)
 
 
@@ -212,11 +224,11 @@ def test_every_surviving_peer_completes_despite_lost_holders(
 @given(
     tasks=st.lists(st.integers(1, 6), min_size=1, max_size=4).filter(lambda t: sum(t) >= 4),
     peers=st.integers(3, 8),
-    limits=st.tuples(st.integers(1, 4), st.integers(1, 2), st.integers(1, 4)),
+    limits=st.tuples(st.integers(1, 4), st.integers(1, 2), st.integers(1, 4), st.integers(1, 6)),
     rnd=st.randoms(use_true_random=False),
 )
 def test_peers_serve_a_large_share_of_copies(
-    tasks: list[int], peers: int, limits: tuple[int, int, int], rnd: random.Random
+    tasks: list[int], peers: int, limits: tuple[int, int, int, int], rnd: random.Random
 ) -> None:
     shape = {f"t{i}": n for i, n in enumerate(tasks)}
     world = World(shape, {f"p{i}": set(shape) for i in range(peers)}, ["s0"], Limits(*limits))
@@ -341,7 +353,7 @@ def test_the_least_loaded_holder_serves() -> None:
 
 
 def test_a_holder_serves_the_peer_that_misses_most() -> None:
-    state = PlanState({"a": 3}, ["s"], Limits(holder_uploads=1))
+    state = PlanState({"a": 3}, ["s"], Limits(holder_uploads=1, seed_uploads=1))
     state.add_peer("p", ["a"])
     state.add_peer("q", ["a"])
     state.add_holding("p", ("a", 0))
@@ -372,6 +384,17 @@ def test_no_peer_ever_exceeds_its_download_cap_nor_a_holder_its_upload_cap() -> 
     assert len(out) == 20  # every upload slot busy
     assert max(Counter(a.peer for a in out).values()) == 3
     assert max(Counter(a.source for a in out).values()) == 2
+
+
+def test_a_seed_has_its_own_upload_cap() -> None:
+    # A seed is the only holder of what it just fetched: with a peer's cap it
+    # would fall behind its own origin reads (and one peer would wait on it).
+    state = PlanState({"a": 8}, ["s"], Limits(peer_downloads=8, holder_uploads=2, seed_uploads=5))
+    state.add_peer("p", ["a"])
+    for a in run(state):
+        state.finish(a)  # the seed fetched all 8
+    out = run(state)
+    assert len(out) == 5 and {a.source for a in out} == {"s"}
 
 
 def test_lost_holder_pieces_come_from_remaining_holders_not_the_origin() -> None:
@@ -496,3 +519,5 @@ def test_start_refuses_what_would_corrupt_the_plan() -> None:
 def test_limits_must_allow_at_least_one_transfer() -> None:
     with pytest.raises(ValueError, match="holder_uploads"):
         Limits(holder_uploads=0)
+    with pytest.raises(ValueError, match="seed_uploads"):
+        Limits(seed_uploads=0)

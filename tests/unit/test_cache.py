@@ -1,0 +1,77 @@
+"""The node cache's digests: computed as pieces arrive, checked before a commit."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from raydf.backends.base import RemoteFile
+from raydf.cache import InOrderDigests, NodeCache
+from raydf.errors import IntegrityError
+from raydf.pieces import git_blob_sha1, pieces_of
+
+PIECE = 1000
+
+
+def feed(digests: InOrderDigests, data: bytes, order: list[int]) -> list[int]:
+    """Add pieces in ``order``; returns the pieces that were read back."""
+    pieces = pieces_of(len(data), PIECE)
+    read_back: list[int] = []
+
+    def read(i: int) -> memoryview:
+        read_back.append(i)
+        return memoryview(data[pieces[i].start:pieces[i].end])
+
+    for i in order:
+        digests.add(i, memoryview(data[pieces[i].start:pieces[i].end]), read)
+    return read_back
+
+
+@settings(max_examples=50, deadline=None)
+@given(size=st.integers(1, 12 * PIECE), seed=st.integers(0, 2**32), again=st.booleans())
+def test_pieces_in_any_order_give_the_whole_file_digests(size: int, seed: int, again: bool) -> None:
+    data = random.Random(seed).randbytes(size)
+    n = len(pieces_of(size, PIECE))
+    order = random.Random(seed + 1).sample(range(n), n)
+    if again:  # a piece taken twice (a retried pull) counts once
+        order.insert(random.Random(seed).randrange(n + 1), order[0])
+    file = RemoteFile("f", "f", size, sha256=hashlib.sha256(data).hexdigest())
+    digests = InOrderDigests(file, n)
+    assert digests.result() is None or n == 0
+    read_back = feed(digests, data, order)
+    assert digests.result() == {"sha256": hashlib.sha256(data).hexdigest(),
+                                "git-sha1": git_blob_sha1(data)}
+    # Only a piece that arrived before its predecessor is read from disk, once.
+    arrivals = list(dict.fromkeys(order))  # first arrivals
+    early = {i for k, i in enumerate(arrivals) if any(j < i for j in arrivals[k + 1:])}
+    assert sorted(read_back) == sorted(early)
+
+
+def test_an_incomplete_feed_has_no_result() -> None:
+    data = bytes(range(250)) * 16
+    file = RemoteFile("f", "f", len(data), sha256=hashlib.sha256(data).hexdigest())
+    digests = InOrderDigests(file, 4)
+    feed(digests, data, [0, 2, 3])
+    assert digests.result() is None
+
+
+def test_a_commit_with_a_wrong_digest_keeps_nothing(tmp_path: Path) -> None:
+    cache = NodeCache(tmp_path / "cache")
+    data = b"x" * 5000
+    file = RemoteFile("model.bin", "model.bin", len(data), sha256=hashlib.sha256(data).hexdigest())
+    partial = cache.new_partial(file)
+    partial.write_bytes(data)
+    with pytest.raises(IntegrityError, match="sha256 mismatch"):
+        cache.commit(partial, file, {"sha256": hashlib.sha256(b"other").hexdigest()})
+    assert not partial.exists() and cache.blob(file) is None
+    partial = cache.new_partial(file)
+    partial.write_bytes(data)
+    digests = InOrderDigests(file, len(pieces_of(len(data), PIECE)))
+    feed(digests, data, [4, 3, 2, 1, 0])
+    blob = cache.commit(partial, file, digests.result())
+    assert blob == cache.blob(file) and blob.read_bytes() == data
