@@ -23,6 +23,7 @@ ratios and DESIGN.md's targets, met or missed, and writes them as JSON and
 the runs as Parquet.
 
     python benchmarks/fanout.py                                  # the full run, ~12 min
+    python benchmarks/fanout.py --repeats 3                      # medians of 3, ~30 min
     python benchmarks/fanout.py --nodes 1,4 --size 128MiB --bandwidth 20MB --json out.json
     python benchmarks/fanout.py --single --single-per-connection 25MB  # single node only
 """
@@ -133,16 +134,28 @@ RUNNERS: dict[str, Runner] = {"direct": run_direct, "broadcast": run_broadcast, 
 
 
 def run_capped(bench: Bench, runners: dict[str, Runner], counts: Sequence[int],
-               bandwidths: Sequence[float | None], per_connection: float | None) -> list[Run]:
-    """Every mode at every node count, for each origin cap."""
+               bandwidths: Sequence[float | None], per_connection: float | None,
+               repeats: int = 1) -> list[Run]:
+    """Every mode at every node count, for each origin cap; with ``repeats``, the
+    modes take turns that many times and each keeps its median run."""
     runs = []
     for bandwidth in bandwidths:
         bench.set_origin(bandwidth, per_connection)
         for count in sorted(counts):
-            for mode, runner in runners.items():
-                log(f"running {mode} on {plural(count, 'node')}, origin {origin_label(*bench.origin)}")
-                runs.append(measure(bench, mode, runner, count))
-                log(f"{mode}: {runs[-1].seconds:.1f} s")
+            trials: dict[str, list[Run]] = {mode: [] for mode in runners}
+            for trial in range(1, repeats + 1):
+                for mode, runner in runners.items():
+                    turn = f" ({trial} of {repeats})" if repeats > 1 else ""
+                    log(f"running {mode} on {plural(count, 'node')}, origin "
+                        f"{origin_label(*bench.origin)}{turn}")
+                    trials[mode].append(measure(bench, mode, runner, count))
+                    log(f"{mode}: {trials[mode][-1].seconds:.1f} s")
+            for mode in runners:
+                runs.append(median_run(trials[mode]))
+                if repeats > 1:
+                    seconds = ", ".join(f"{r.seconds:.1f}" for r in trials[mode])
+                    log(f"{mode} on {plural(count, 'node')}: median {runs[-1].seconds:.1f} s "
+                        f"of {seconds}")
     return runs
 
 
@@ -218,6 +231,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--modes", type=arg_type(lambda t: parse_list(t, _mode)),
                         default=list(RUNNERS), metavar="MODE,MODE",
                         help=f"modes of the capped runs (default {','.join(RUNNERS)})")
+    parser.add_argument("--repeats", type=arg_type(_count), default=1, metavar="K",
+                        help="run each capped case K times, the modes taking turns, and keep "
+                        "each mode's median (default 1; two shared cores are noisy)")
     part = parser.add_mutually_exclusive_group()
     part.add_argument("--single", action="store_true", help="only the single-node comparison")
     part.add_argument("--no-single", action="store_true", help="skip the single-node comparison")
@@ -230,7 +246,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def _count(text: str) -> int:
     count = int(text)
     if count < 1:
-        raise ValueError(f"a node count must be at least 1, got {count}")
+        raise ValueError(f"expected a count of at least 1, got {count}")
     return count
 
 
@@ -248,7 +264,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with open_bench(num_nodes, args.size, args.shards) as bench:
         warm_up(bench, {m: RUNNERS[m] for m in ("direct", RAYDF)} if args.single else runners)
         runs = [] if args.single else run_capped(bench, runners, args.nodes, args.bandwidth,
-                                                  args.per_connection)
+                                                  args.per_connection, args.repeats)
         if not args.no_single:
             runs += run_single(bench, args.single_per_connection)
     comparisons = compare(runs)
@@ -257,7 +273,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = {"nodes": args.nodes, "size": args.size, "shards": args.shards,
               "bandwidth": args.bandwidth, "per_connection": args.per_connection,
               "single_per_connection": None if args.no_single else args.single_per_connection,
-              "modes": list(runners), "repo_bytes": bench.repo_bytes}
+              "modes": list(runners), "repeats": args.repeats, "repo_bytes": bench.repo_bytes}
     out = args.json or Path(f"fanout-{time.strftime('%Y%m%d-%H%M%S')}.json")
     write_json(out, results_dict(config, runs, comparisons, targets))
     write_parquet(out.with_suffix(".parquet"), runs)

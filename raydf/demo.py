@@ -27,6 +27,7 @@ import contextlib
 import importlib.util
 import itertools
 import json
+import os
 import re
 import shutil
 import sys
@@ -450,12 +451,16 @@ def measure(bench: Bench, mode: str, runner: Runner, count: int) -> Run:
     """One cold run of ``runner`` to the first ``count`` nodes.
 
     Cold: node caches emptied, a fresh destination (removed afterwards), the
-    emulator's counters zeroed.
+    emulator's counters zeroed, the disk synced.
     """
     nodes = bench.cluster.node_ids[:count]
     dest = f"{DEST_ROOT}/{mode}-{count}-{next(bench.serial)}"
     bench.cluster.clear_caches()
     bench.hub.reset_stats()
+    # Let the disk settle: what earlier runs wrote back or deleted (an ext4
+    # mounted with `discard` trims freed blocks at the next journal commit)
+    # is not charged to this run.
+    os.sync()
     started = time.time()
     try:
         done = runner(bench, nodes, dest)

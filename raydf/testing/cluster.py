@@ -76,13 +76,18 @@ class LocalCluster:
         object_store_memory: int = 256 * 2**20,
         head_object_store_memory: int | None = None,
         connect: bool = True,
+        metrics_interval_ms: int | None = None,
     ) -> None:
+        """``metrics_interval_ms``: how often workers export metrics to their node
+        (Ray's default when None; tests that scrape them want 1000; every
+        simulated node's agent then costs the shared CPUs more)."""
         self.num_nodes = num_nodes
         self._tmp = None if root is not None else tempfile.TemporaryDirectory(prefix="raydf-")
         self.root = Path(root) if root is not None else Path(self._tmp.name)  # type: ignore[union-attr]
         self.object_store_memory = object_store_memory
         self.head_object_store_memory = head_object_store_memory or object_store_memory
         self._connect = connect
+        self._metrics_interval_ms = metrics_interval_ms
         self._cluster: Any = None
         self.node_ids: list[str] = []
         self._roots: dict[str, Path] = {}
@@ -100,18 +105,16 @@ class LocalCluster:
         from ray.cluster_utils import Cluster
 
         head_root = self.root / "head"
-        self._cluster = Cluster(
-            initialize_head=True,
-            head_node_args={
-                "num_cpus": 2,
-                "num_gpus": 0,
-                "object_store_memory": self.head_object_store_memory,
-                "resources": {"raydf_seed": 1},
-                "env_vars": {"RAYDF_NODE_ROOT": str(head_root)},
-                # Metrics reach each node's Prometheus endpoint within a second.
-                "_system_config": {"metrics_report_interval_ms": 1000},
-            },
-        )
+        head_args: dict[str, Any] = {
+            "num_cpus": 2,
+            "num_gpus": 0,
+            "object_store_memory": self.head_object_store_memory,
+            "resources": {"raydf_seed": 1},
+            "env_vars": {"RAYDF_NODE_ROOT": str(head_root)},
+        }
+        if self._metrics_interval_ms is not None:
+            head_args["_system_config"] = {"metrics_report_interval_ms": self._metrics_interval_ms}
+        self._cluster = Cluster(initialize_head=True, head_node_args=head_args)
         self._roots["head"] = head_root
         for i in range(self.num_nodes):
             node_root = self.root / f"node{i}"

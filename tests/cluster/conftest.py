@@ -15,7 +15,8 @@ pytestmark = pytest.mark.cluster
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    with LocalCluster(4, root=tmp_path_factory.mktemp("nodes")) as c:
+    # Metrics reach each node's Prometheus endpoint within a second (test_ecosystem).
+    with LocalCluster(4, root=tmp_path_factory.mktemp("nodes"), metrics_interval_ms=1000) as c:
         yield c
 
 
