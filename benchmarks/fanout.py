@@ -14,11 +14,11 @@ first N) in three ways, side by side:
 Capped part: the origin is capped for all connections together (default
 20 MB/s and 50 MB/s; see DESIGN.md, Targets, for why so low on one machine).
 Single-node part: the origin uncapped in aggregate but capped per connection
-(like a CDN, default 25 MB/s a stream), raydf vs ``huggingface_hub`` on one
-node, the median of three runs each.
+(like a CDN, default 25 MB/s a stream), raydf vs ``huggingface_hub`` on a
+one-node cluster of its own, the median of five runs each.
 
 Every run is cold (node caches emptied, a fresh destination, the emulator's
-counters zeroed) after one uncapped warm-up round. Prints the runs, the
+counters zeroed, the disk synced) after one uncapped warm-up round. Prints the runs, the
 ratios and DESIGN.md's targets, met or missed, and writes them as JSON and
 the runs as Parquet.
 
@@ -75,7 +75,7 @@ from raydf.options import make_request
 
 __all__ = ["Downloader", "main", "run_broadcast", "run_capped", "run_single", "write_files"]
 
-SINGLE_REPEATS = 3
+SINGLE_REPEATS = 5
 
 
 class Downloader:
@@ -190,13 +190,17 @@ def run_single(bench: Bench, per_connection: float | None) -> list[Run]:
     """raydf (fan-out and ``--local``) vs ``huggingface_hub`` on one node, the origin
     capped per connection only."""
     bench.set_origin(None, per_connection)
+    log(f"running {', '.join(SINGLE_RUNNERS)} on 1 node in turn, origin "
+        f"{origin_label(*bench.origin)}, {SINGLE_REPEATS} times each")
+    trials: dict[str, list[Run]] = {mode: [] for mode in SINGLE_RUNNERS}
+    for _ in range(SINGLE_REPEATS):
+        for mode, runner in SINGLE_RUNNERS.items():
+            trials[mode].append(measure(bench, mode, runner, 1))
     runs = []
     for mode in SINGLE_RUNNERS:
-        log(f"running {mode} on 1 node, origin {origin_label(*bench.origin)}, "
-            f"{SINGLE_REPEATS} times")
-        runs.append(median_run([measure(bench, mode, SINGLE_RUNNERS[mode], 1)
-                                for _ in range(SINGLE_REPEATS)]))
-        log(f"{mode}: {runs[-1].seconds:.1f} s (median)")
+        runs.append(median_run(trials[mode]))
+        seconds = ", ".join(f"{r.seconds:.2f}" for r in trials[mode])
+        log(f"{mode}: median {runs[-1].seconds:.2f} s of {seconds}")
     return runs
 
 
@@ -260,12 +264,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark; exit status 0 when every run delivered every file."""
     args = parse_args(argv)
     runners = {m: RUNNERS[m] for m in args.modes}
-    num_nodes = 1 if args.single else max(args.nodes)
-    with open_bench(num_nodes, args.size, args.shards) as bench:
-        warm_up(bench, {m: RUNNERS[m] for m in ("direct", RAYDF)} if args.single else runners)
-        runs = [] if args.single else run_capped(bench, runners, args.nodes, args.bandwidth,
-                                                  args.per_connection, args.repeats)
-        if not args.no_single:
+    runs: list[Run] = []
+    if not args.single:
+        with open_bench(max(args.nodes), args.size, args.shards) as bench:
+            warm_up(bench, runners)
+            runs += run_capped(bench, runners, args.nodes, args.bandwidth, args.per_connection,
+                               args.repeats)
+    if not args.no_single:
+        # A one-node cluster: no idle simulated nodes sharing the CPUs.
+        with open_bench(1, args.size, args.shards) as bench:
+            warm_up(bench, {m: SINGLE_RUNNERS[m] for m in ("direct", RAYDF)})
             runs += run_single(bench, args.single_per_connection)
     comparisons = compare(runs)
     targets = evaluate(runs, comparisons)

@@ -444,7 +444,20 @@ def run_raydf(bench: Bench, nodes: list[str], dest: str) -> list[float]:
     if not report.ok:
         raise RuntimeError(f"the raydf fan-out failed: {[n.error for n in report.nodes if not n.ok]}")
     done = {n.node_id: end - (report.seconds - n.seconds) for n in report.nodes}
+    _wait_for_standby_seed()
     return [done[node] for node in nodes]
+
+
+def _wait_for_standby_seed() -> None:
+    """Wait (untimed) until the scheduler's next seed has started: it starts as a
+    job ends, and the next run should not share the CPUs with its start-up."""
+    import ray
+
+    from raydf.cluster.service import scheduler
+
+    seed = ray.get(scheduler().standby_seed.remote())
+    if seed is not None:
+        ray.get(seed.stats.remote())
 
 
 def measure(bench: Bench, mode: str, runner: Runner, count: int) -> Run:

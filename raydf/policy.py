@@ -14,7 +14,11 @@ become holders in turn. :class:`PlanState` is the scheduler's bookkeeping,
    the fewest copies (held plus moving; ties: task, index), so that peers
    deciding together take different pieces and trade them (BitTorrent). The
    source is a holder with a free upload slot: a peer before a seed (the
-   seed must not be the hot spot), then the least loaded. A holder with a
+   seed must not be the hot spot), then the least loaded. A seed has more
+   slots than a peer (``seed_uploads``), but the extra ones carry only first
+   copies, pieces no peer has or is getting: it keeps pace with its own
+   origin reads (one peer alone would otherwise wait on it) and still
+   serves few copies of any piece. A holder with a
    free slot serves its rarest piece to the peer that misses the most: every
    peer then holds something others lack, all uploads stay busy and slow
    peers keep up. (Serving whichever peer came first starved the others and

@@ -116,12 +116,16 @@ class SchedulerActor:
     async def new_seed(self, fetches: int) -> Any:
         """A seed with no request yet, for a caller's job (``fetches`` origin reads
         at once): the standby if it allows as many, else a new one. The next
-        standby starts now, while this job runs."""
+        standby starts when a job ends, so its start-up (a worker process,
+        about a CPU-second) does not slow the job."""
         if self._standby is None or fetches > self._standby_fetches:
             return self._spawn_seed(fetches)
         seed, self._standby = self._standby, None
-        self._restock()
         return seed
+
+    def standby_seed(self) -> Any:
+        """The seed the next job gets (starting, or started); None if there is none."""
+        return self._standby
 
     def _restock(self) -> None:
         if self._standby is None:
@@ -445,6 +449,7 @@ class SchedulerActor:
         await self._refresh_seed_requests(job)
         if job.seed is not None:
             ray.kill(job.seed)
+        self._restock()
         for node, peer in job.peers.items():
             try:
                 await peer.finish_job.remote(job.job_id)
