@@ -234,6 +234,7 @@ class PlanState:
             self._holders[g].discard(hid)
             self._new_holdings.get(hid, set()).discard(g)
             self._touch(g)
+            self._recheck_first_copy(g)
 
     def remove_holder(self, holder: str) -> None:
         """A peer or seed died: forget what it held, fail its transfers, drop its wants."""
@@ -247,6 +248,7 @@ class PlanState:
         for g in self._holds.pop(hid):
             self._holders[g].discard(hid)
             self._touch(g)
+            self._recheck_first_copy(g)
         if hid in self._need:
             for g in self._need[hid]:
                 self._needers[g].discard(hid)
@@ -430,6 +432,15 @@ class PlanState:
 
     def _touch_holder(self, h: int) -> None:
         (self._free_up.add if self._up[h] < self.upload_cap(h) else self._free_up.discard)(h)
+
+    def _recheck_first_copy(self, g: int) -> None:
+        """``g`` lost a holder: if a seed is now its only one, the seed may send it
+        on its extra slots again (see _Draft.up_free), so look at that seed."""
+        holders = self._holders[g]
+        if len(holders) == 1:
+            (h,) = holders
+            if h in self._seeds:
+                self._dirty_holders.add(h)
 
     def upload_cap(self, h: int) -> int:
         """Uploads at once out of holder ``h``: a seed's limit or a peer's (see _Draft.up_free)."""

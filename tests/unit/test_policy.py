@@ -397,6 +397,25 @@ def test_a_seed_has_its_own_upload_cap() -> None:
     assert len(out) == 5 and {a.source for a in out} == {"s"}
 
 
+def test_a_seed_left_as_the_only_holder_sends_on_its_extra_slot() -> None:
+    # p holds a free slot but a0's holders are full: x serves r, and the seed
+    # may send a0 (a copy x has) only on a peer's one slot, busy with b0.
+    state = PlanState({"a": 1, "b": 1, "c": 1, "d": 1}, ["s"],
+                      Limits(peer_downloads=2, holder_uploads=1, seed_uploads=2))
+    fetch(state, "s", ("a", 0), ("b", 0))
+    state.add_holding("x", ("a", 0))
+    state.add_holding("x", ("c", 0))
+    state.add_holding("y", ("d", 0))
+    state.add_peer("r", ["c"])
+    state.add_peer("p", ["a", "b", "d"])
+    assert set(run(state)) == {Assignment("p", ("b", 0), "s"), Assignment("p", ("d", 0), "y"),
+                               Assignment("r", ("c", 0), "x")}
+    state.finish(Assignment("p", ("d", 0), "y"))
+    assert run(state) == []
+    state.remove_holder("x")  # a0 is a first copy again: the seed's extra slot may carry it
+    assert set(run(state)) == {Assignment("p", ("a", 0), "s"), Assignment("s", ("c", 0), ORIGIN)}
+
+
 def test_lost_holder_pieces_come_from_remaining_holders_not_the_origin() -> None:
     state = PlanState({"a": 1}, ["s"])
     state.add_holding("h1", ("a", 0))
