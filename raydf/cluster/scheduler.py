@@ -46,6 +46,7 @@ SEED_COPIES = 2  # peers holding a piece before the seed lets it go
 MAX_PIECE_FAILURES = 5
 KEEP_FINISHED_JOBS = 16
 CLAIM_TIMEOUT = 300.0  # a leader that never submits is presumed gone
+STANDBY_FETCHES = Limits().origin_fetches  # origin reads at once of the standby seed
 SEEDLESS_TIMEOUT = 600.0  # nothing moved for this long: give up rather than hang
 
 
@@ -56,7 +57,6 @@ class SchedulerActor:
         self._jobs: dict[str, Job] = {}
         self._running: dict[str, str] = {}  # fingerprint -> job id
         self._claims: dict[str, asyncio.Event] = {}  # fingerprints being set up
-        self._standby_fetches = Limits().origin_fetches
         self._standby: Any = None
         self._restock()
 
@@ -118,7 +118,7 @@ class SchedulerActor:
         at once): the standby if it allows as many, else a new one. The next
         standby starts when a job ends, so its start-up (a worker process,
         about a CPU-second) does not slow the job."""
-        if self._standby is None or fetches > self._standby_fetches:
+        if self._standby is None or fetches > STANDBY_FETCHES:
             return self._spawn_seed(fetches)
         seed, self._standby = self._standby, None
         return seed
@@ -129,7 +129,7 @@ class SchedulerActor:
 
     def _restock(self) -> None:
         if self._standby is None:
-            self._standby = self._spawn_seed(self._standby_fetches)
+            self._standby = self._spawn_seed(STANDBY_FETCHES)
 
     @staticmethod
     def _spawn_seed(fetches: int) -> Any:
