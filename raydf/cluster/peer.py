@@ -9,6 +9,11 @@ within a memory budget (LRU); a piece let go is re-read from disk when someone
 asks for it. The whole-file digest is computed as pieces land, in order, and
 checked when the last one lands (no second read of the file); only then is
 the file moved into the cache and placed at every destination.
+
+A task is one file content, so jobs running at once (two repos with a file in
+common) share its assembly on a node: a piece one job already brought is not
+fetched again for the other, the file is verified and placed once, for every
+job that wants it, and each job is told once that it is done.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+import uuid
 from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -49,6 +55,9 @@ class _Assembly:
     have: set[int] = field(default_factory=set)
     complete: bool = False
     jobs: set[str] = field(default_factory=set)
+    reported: set[str] = field(default_factory=set)  # jobs told the file is done
+    corrupt: str | None = None  # why the whole file failed verification
+    finishing: threading.Lock = field(default_factory=threading.Lock)
     busy: int = 0  # pulls and lends using ``fd`` right now
     retired: bool = False  # no job wants it: close ``fd`` once nobody uses it
 
@@ -97,6 +106,7 @@ class PeerActor:
             for rel, text in aux or ():
                 _write_atomically(dest_dir / rel, text)
         have: dict[str, list[int]] = {}
+        whole: list[_Assembly] = []  # every piece in, not yet verified (another job's)
         with self._lock:
             self._jobs[job_id] = (dest_dir, [t.task_id for t in tasks])
             for task in tasks:
@@ -105,7 +115,11 @@ class PeerActor:
                 asm.jobs.add(job_id)
                 if asm.complete and dest_dir is not None:
                     self._place(asm, dest_dir)
+                elif not asm.complete and len(asm.have) == task.num_pieces:
+                    whole.append(asm)
                 have[task.task_id] = sorted(asm.have)
+        for asm in whole:
+            self._complete(asm)  # placed for this job too; IntegrityError fails the node
         return have
 
     def offer(self, job_id: str, tasks: list[TaskSpec]) -> dict[str, list[int]]:
@@ -150,16 +164,54 @@ class PeerActor:
 
     # -- receiving -------------------------------------------------------
 
-    def pull(self, task_id: str, index: int, crc: int | None, source: Any) -> dict[str, Any]:
-        """Take one piece from ``source`` (a peer or seed handle).
+    def pull(
+        self, job_id: str, task_id: str, index: int, crc: int | None, source: Any,
+    ) -> dict[str, Any]:
+        """Take one piece from ``source`` (a peer or seed handle) for ``job_id``.
 
-        Returns ``{"bytes", "seconds", "crc", "file_done"}``, or
-        ``{"source_lost": True}`` when the holder is gone.
+        Returns ``{"bytes", "seconds", "crc", "file_done"}`` (``bytes`` 0 when
+        another job already brought the piece; ``file_done`` once per job, when
+        the file is verified and placed; ``file_corrupt`` instead when it failed
+        verification), or ``{"source_lost": True}`` when the holder is gone.
         """
+        started = time.monotonic()
         with self._using(task_id) as asm:
-            return self._pull(asm, index, crc, source)
+            with self._lock:
+                fetched = index in asm.have or asm.complete
+                digests = asm.digests
+            nbytes = 0
+            if not fetched:
+                assert digests is not None  # set until the file is complete
+                outcome = self._fetch(asm, digests, index, crc, source)
+                if isinstance(outcome, dict):
+                    return outcome
+                nbytes, crc = outcome
+            result: dict[str, Any] = {"bytes": nbytes, "seconds": time.monotonic() - started,
+                                      "crc": crc, "file_done": False}
+            with self._lock:
+                whole = len(asm.have) == asm.spec.num_pieces
+            if whole:
+                try:
+                    self._complete(asm)
+                except IntegrityError as err:
+                    # The origin sent bytes that do not match its own digest: every
+                    # copy of this file is suspect, so this node stops serving it.
+                    result["file_corrupt"] = str(err)
+                    return result
+                with self._lock:
+                    result["file_done"] = job_id not in asm.reported
+                    asm.reported.add(job_id)
+            return result
 
-    def _pull(self, asm: _Assembly, index: int, crc: int | None, source: Any) -> dict[str, Any]:
+    def _fetch(
+        self, asm: _Assembly, digests: InOrderDigests, index: int, crc: int | None, source: Any,
+    ) -> tuple[int, int] | dict[str, Any]:
+        """Bring piece ``index`` from ``source``, write, hash and pin it.
+
+        Returns ``(bytes, crc)``, or the pull's result when the source is lost.
+        Another job's pull of the same piece at the same time writes the same
+        bytes; only the first to finish counts them.
+        """
         started = time.monotonic()
         task_id = asm.spec.task_id
         piece = asm.spec.piece(index)
@@ -177,29 +229,29 @@ class PeerActor:
                 f"{self.node_id[:8]}; it will be taken from another holder"
             )
         os.pwrite(asm.fd, view, piece.start)
-        assert asm.digests is not None
-        asm.digests.add(index, view, lambda i: _read_piece(asm, i))
+        digests.add(index, view, lambda i: _read_piece(asm, i))
         own = ray.put(array)  # our own copy: serves on even if the lender dies
         del view, array, ref
         with self._lock:
+            if index in asm.have:
+                return 0, expected  # another job's pull of it finished first
             self._pin((task_id, index), own, expected, piece.length)
             asm.have.add(index)
             self.received_bytes += piece.length
-            last = len(asm.have) == asm.spec.num_pieces and not asm.complete
-        seconds = time.monotonic() - started
         tags = {"node": self.node_id[:8]}
         metrics().p2p_bytes.inc(piece.length, tags=tags)
         metrics().pieces.inc(1, tags=tags)
-        metrics().piece_seconds.observe(seconds, tags=tags)
-        result = {"bytes": piece.length, "seconds": seconds, "crc": expected, "file_done": last}
-        if last:
-            try:
+        metrics().piece_seconds.observe(time.monotonic() - started, tags=tags)
+        return piece.length, expected
+
+    def _complete(self, asm: _Assembly) -> None:
+        """Verify and place a file whose pieces are all in, once, whoever asks first;
+        raise IntegrityError (again, for every caller) if it failed."""
+        with asm.finishing:
+            if asm.corrupt is not None:
+                raise IntegrityError(asm.corrupt)
+            if not asm.complete:
                 self._finish(asm)
-            except IntegrityError as err:
-                # The origin sent bytes that do not match its own digest: every
-                # copy of this file is suspect, so this node stops serving it.
-                result["file_corrupt"] = str(err)
-        return result
 
     def _finish(self, asm: _Assembly) -> None:
         """Verify the whole file, move it into the cache, place it for every job."""
@@ -210,6 +262,7 @@ class PeerActor:
             log_event("file_corrupt", node=self.node_id[:8], file=asm.spec.paths[0],
                       task=asm.spec.task_id, error=str(err).replace(" ", "_")[:120])
             with self._lock:
+                asm.corrupt = str(err)
                 self._unpin_task(asm.spec.task_id)
                 self._retire(asm)
             raise
@@ -296,6 +349,7 @@ class PeerActor:
                 if asm is None:
                     continue
                 asm.jobs.discard(job_id)
+                asm.reported.discard(job_id)
                 if asm.jobs:
                     continue
                 self._unpin_task(task_id)
@@ -345,15 +399,15 @@ def _read_piece(asm: _Assembly, index: int) -> memoryview:
 
 def _write_atomically(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.raydf-partial")
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.raydf-partial")
     tmp.write_text(text)
     os.replace(tmp, path)
 
 
 def _symlink_atomically(path: Path, pointee: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.raydf-partial")
-    tmp.unlink(missing_ok=True)
+    # Jobs placing the same link at once each use their own temporary name.
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.raydf-partial")
     os.symlink(pointee, tmp)
     os.replace(tmp, path)
 

@@ -309,7 +309,8 @@ class SchedulerActor:
             return await job.seed.fetch.remote(*a.piece)
         source = job.seed if a.source == job.seed_id else job.actor(a.source)
         crc = job.crc.get(a.piece)
-        return await job.peers[a.peer].pull.remote(a.piece[0], a.piece[1], crc, source)
+        return await job.peers[a.peer].pull.remote(job.job_id, a.piece[0], a.piece[1], crc,
+                                                   source)
 
     def _settle(self, job: Job, a: Assignment, fut: asyncio.Future[Any]) -> None:
         """Fold one finished call into the state."""
@@ -340,7 +341,8 @@ class SchedulerActor:
                 if a in state.in_flight():
                     state.fail(a)
             return
-        job.crc.setdefault(a.piece, result["crc"])
+        if result["crc"] is not None:  # None: the peer had it already (another job brought it)
+            job.crc.setdefault(a.piece, result["crc"])
         state.finish(a)
         if "file_corrupt" in result:
             job.fail_node(a.peer, result["file_corrupt"])

@@ -221,7 +221,7 @@ def test_two_fanouts_of_one_repo_at_once_share_one_origin_read_and_two_repos_bot
             start(pool, hub, "hf://org/same", "/models/same"),
             start(pool, hub, "hf://org/other", "/models/other")]
     reports = [r.result(timeout=300) for r in runs]
-    assert all(r.ok for r in reports)
+    assert all(r.ok for r in reports), [r.nodes for r in reports if not r.ok]
     assert reports[0].job_id == reports[1].job_id != reports[2].job_id
     # Without sharing the "same" repo would have cost twice; the small files the
     # two repos have in common may travel once or twice (separate jobs).
@@ -231,6 +231,31 @@ def test_two_fanouts_of_one_repo_at_once_share_one_origin_read_and_two_repos_bot
     for node in cluster.node_ids:
         assert files_of(cluster.path_on(node, "/models/same")) == files_of(one)
         assert files_of(cluster.path_on(node, "/models/other")) == files_of(other)
+
+
+def test_two_repos_sharing_a_shard_fanned_out_at_once_both_finish(
+    cluster: LocalCluster, hub: HubEmulator, hub_root: Path, pool: ThreadPoolExecutor,
+    slow_origin: None, record: Callable[..., None],
+) -> None:
+    # Same seed, same shard: one file content that two jobs assemble on each node
+    # at once (one assembly per node, fed by both jobs' transfers).
+    twin_a = make_model(hub_root, "org/twin-a", shard_sizes=[SHARD], seed=39)
+    twin_b = make_model(hub_root, "org/twin-b", shard_sizes=[SHARD], seed=39)
+    shard = "model-00001-of-00001.safetensors"
+    assert (twin_a / shard).read_bytes() == (twin_b / shard).read_bytes()
+    runs = [start(pool, hub, "hf://org/twin-a", "/models/twin-a"),
+            start(pool, hub, "hf://org/twin-b", "/models/twin-b")]
+    reports = [r.result(timeout=300) for r in runs]
+    assert all(r.ok for r in reports), [r.nodes for r in reports if not r.ok]
+    assert reports[0].job_id != reports[1].job_id
+    for node in cluster.node_ids:
+        assert files_of(cluster.path_on(node, "/models/twin-a")) == files_of(twin_a)
+        assert files_of(cluster.path_on(node, "/models/twin-b")) == files_of(twin_b)
+        assert not list(cluster.node_root(node).rglob("*.partial"))
+    # Separate jobs: the shared shard may come from the origin once or twice.
+    assert hub.stats()["download_bytes"] <= repo_bytes(twin_a) + repo_bytes(twin_b)
+    record("two repos sharing a shard, at once", "both complete on 4 of 4",
+           hub.stats()["download_bytes"], repo_bytes(twin_a) + repo_bytes(twin_b))
 
 
 def test_a_removed_node_is_named_and_the_others_finish(
