@@ -44,32 +44,34 @@ if __package__ in (None, ""):  # run as a script: make `raydf` importable from t
 
 from raydf.cache import node_path
 from raydf.cluster.service import SEED_RESOURCE
-from raydf.demo import (
+from raydf.comparison import (
     RAYDF,
-    Bench,
     MiB,
     Run,
-    Runner,
     arg_type,
     compare,
     evaluate,
-    log,
-    measure,
     median_run,
-    open_bench,
     origin_label,
     parse_list,
     parse_rate,
     parse_size,
-    pinned_to,
     plural,
     report_text,
     results_dict,
+    write_json,
+)
+from raydf.demo import (
+    Bench,
+    Runner,
+    log,
+    measure,
+    open_bench,
+    pinned_to,
     run_direct,
     run_raydf,
     snapshot_here,
     warm_up,
-    write_json,
 )
 from raydf.options import make_request
 

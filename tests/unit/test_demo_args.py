@@ -6,14 +6,13 @@ import json
 
 import pytest
 
-from raydf.demo import (
+from raydf.comparison import (
     Run,
     compare,
     evaluate,
     format_table,
     median_run,
     origin_label,
-    parse_args,
     parse_list,
     parse_rate,
     parse_size,
@@ -21,6 +20,7 @@ from raydf.demo import (
     results_dict,
     split_size,
 )
+from raydf.demo import parse_args
 
 MiB = 2**20
 REPO = 100 * MiB
