@@ -25,7 +25,6 @@ import heapq
 import json
 import math
 import random
-import re
 import statistics
 import sys
 import time
@@ -36,25 +35,13 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make `raydf` importable from the checkout
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from raydf.comparison import parse_size
 from raydf.policy import ORIGIN, Assignment, Limits, PlanState, decide
 
 __all__ = ["Result", "main", "model_repo", "parse_size", "simulate"]
 
 SEED = "seed"
 GB = 10**9
-_UNITS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12}
-_IUNITS = {"ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40}
-
-
-def parse_size(text: str) -> int:
-    """``"100GiB"`` -> bytes; decimal (``k, M, G, T``) and binary (``Ki … Ti``) units, ``B`` optional."""
-    m = re.fullmatch(r"\s*([0-9.]+(?:e[0-9]+)?)\s*([kmgt]i?)?b?(?:/s)?\s*", text.lower())
-    if not m:
-        raise ValueError(f"not a size: {text!r} (expected e.g. 64MiB, 1.5GB, 1e9)")
-    unit = m.group(2) or ""
-    return int(float(m.group(1)) * (_IUNITS.get(unit) or _UNITS[unit]))
-
-
 def model_repo(size: int) -> dict[str, int]:
     """A model-like repo of ``size`` bytes: a few ~5 GiB shards plus the usual small files."""
     small = {

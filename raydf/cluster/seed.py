@@ -7,8 +7,9 @@ token is never in an actor's creation spec, the GCS or the object store; a
 seed serves that one job and is killed when it ends. It resolves and lists
 once, fetches each piece it is asked for with one ranged GET, puts it in the
 object store as an ``np.uint8`` array (zero-copy for readers on the same
-node) and lends its ref to peers until the scheduler releases it. Several fetches run at once (a threaded
-actor), so peers take piece *k* while piece *k+1* is still arriving.
+node) and lends its ref to peers until the scheduler releases it. Several
+fetches run at once (a threaded actor), so peers take piece *k* while piece
+*k+1* is still arriving.
 """
 
 from __future__ import annotations
