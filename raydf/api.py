@@ -124,12 +124,16 @@ def run_fanout(
     peers = {node: peer_for(node) for node in nodes}
     sched = scheduler()
     key = fingerprint(request) + ("" if place else ":cache-only")
+    # This call's lease on the job: renewed by every status poll, so the job
+    # notices when this process is gone (kill -9, `ray job stop`).
+    caller = uuid.uuid4().hex
+    dest = str(request.dest_dir if request.recursive else request.dest) if place else ""
     while True:
-        running = ray.get(sched.claim.remote(key))
+        running = ray.get(sched.claim.remote(key, dest, nodes, request.url))
         if running is None:
             break
-        if ray.get(sched.join.remote(running, peers)):
-            return _await_report(sched, running, nodes, request, limits, progress)
+        if ray.get(sched.join.remote(running, peers, caller)):
+            return _await_report(sched, running, nodes, request, limits, progress, caller)
     job = uuid.uuid4().hex[:12]
     submitted = False
     seed = None
@@ -142,9 +146,9 @@ def run_fanout(
         if request.layout == "hf-cache":
             revision = request.backend_options.revision or "main"
             tasks, aux = hf_cache_layout(plan, tasks, request.source, revision)
-        dest = str(request.dest_dir) if place else ""
-        submitting = sched.submit.remote(plan, tasks, seed, peers, dest, limits,
-                                         memory_budget, key, existing_peers(), aux, job)
+        folder = str(request.dest_dir) if place else ""
+        submitting = sched.submit.remote(plan, tasks, seed, peers, folder, limits,
+                                         memory_budget, key, existing_peers(), aux, job, caller)
         submitted = True  # from here the scheduler owns the seed
         ray.get(submitting)
     except BaseException as exc:
@@ -152,7 +156,7 @@ def run_fanout(
             # Ctrl-C (or an error) while the job was being submitted: calls to
             # the scheduler run in order, so this cancel follows the submit.
             with contextlib.suppress(Exception):
-                ray.get(sched.cancel.remote(job, nodes))
+                ray.get(sched.cancel.remote(job, nodes, caller))
         elif seed is not None:
             ray.kill(seed)
         ray.get(sched.release.remote(key))
@@ -160,11 +164,12 @@ def run_fanout(
             raise unwrap(exc) from None
         raise
     # The seed is the scheduler's now (and dies with it).
-    return _await_report(sched, job, nodes, request, limits, progress)
+    return _await_report(sched, job, nodes, request, limits, progress, caller)
 
 
 def _await_report(
-    sched: Any, job: str, nodes: list[str], request: Request, limits: Limits, progress: bool
+    sched: Any, job: str, nodes: list[str], request: Request, limits: Limits, progress: bool,
+    caller: str,
 ) -> Report:
     """Wait for ``nodes`` of ``job``: draw progress, replace a lost seed, cancel on Ctrl-C."""
     import ray
@@ -179,7 +184,7 @@ def _await_report(
                 if ray.wait([waiting], timeout=_POLL_SECONDS)[0]:
                     report: Report = ray.get(waiting)
                     return report
-                status = ray.get(sched.status.remote(job))
+                status = ray.get(sched.status.remote(job, caller, nodes))
             except ray.exceptions.ActorUnavailableError:
                 # A passing hiccup (e.g. a node of the cluster just went away):
                 # the scheduler is alive; ask again.
@@ -199,7 +204,7 @@ def _await_report(
                         f"{request.source.name} | slowest node {min(shares):.0%} | "
                         f"{complete}/{len(nodes)} nodes done")
     except KeyboardInterrupt:
-        ray.get(sched.cancel.remote(job, nodes))
+        ray.get(sched.cancel.remote(job, nodes, caller))
         raise
     except ray.exceptions.ActorDiedError as exc:
         raise FanoutError(

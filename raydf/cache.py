@@ -25,6 +25,7 @@ import errno
 import hashlib
 import os
 import shutil
+import socket
 import threading
 import uuid
 from collections.abc import Callable
@@ -34,13 +35,29 @@ from raydf.backends.base import RemoteFile
 from raydf.errors import IntegrityError, StorageError
 from raydf.pieces import FileDigest
 
-__all__ = ["InOrderDigests", "NodeCache", "node_path", "storage_error", "verify_file"]
+__all__ = ["InOrderDigests", "NodeCache", "node_path", "storage_error", "temp_sibling",
+           "verify_file"]
 
 _READ_BLOCK = 8 * 2**20
 # Hugging Face lists regular files (under 10 MiB) by git blob sha1 only, and
 # ModelScope lists every file by sha256: small files are filed under both, so
 # the same config.json from the other hub is a cache hit too.
 ALIAS_MAX_SIZE = 16 * 2**20
+# In partial names (no "." or "/", which the names use as separators).
+_HOST = socket.gethostname().replace(".", "_").replace("/", "_") or "localhost"
+
+
+_NAME_MAX = 255  # bytes in one path component (ext4, xfs, btrfs)
+_TEMP_SUFFIX_BYTES = len(".") + 8 + len(".raydf-partial")
+
+
+def temp_sibling(path: Path) -> Path:
+    """A fresh hidden temporary name beside ``path`` that the file system accepts
+    wherever ``path`` itself fits: the name is shortened, never lengthened past
+    255 bytes, so a file named near the limit can still be written and renamed."""
+    stem = os.fsencode(path.name)[: _NAME_MAX - _TEMP_SUFFIX_BYTES - 1]
+    name = "." + stem.decode(errors="ignore") + f".{uuid.uuid4().hex[:8]}.raydf-partial"
+    return path.with_name(name)
 
 
 def node_path(path: str | os.PathLike[str]) -> Path:
@@ -184,12 +201,18 @@ class NodeCache:
     def new_partial(self, file: RemoteFile) -> Path:
         """A fresh, preallocated partial file for ``file``."""
         key = file.content_key or "nokey-" + hashlib.sha256(file.repo_path.encode()).hexdigest()
-        # The writer's pid is in the name, so a later process can tell an
-        # abandoned partial (its writer died) from one being written.
-        path = self.partials / f"{key}.{os.getpid()}-{uuid.uuid4().hex[:8]}.partial"
+        # The writer's host and pid are in the name, so a later process can tell
+        # an abandoned partial (its writer died) from one being written, also in
+        # a cache folder that several hosts share (NFS, hostPath).
+        path = self.partials / f"{key}.{_HOST}-{os.getpid()}-{uuid.uuid4().hex[:8]}.partial"
         try:
+            # Recreated if someone removed the cache folder under a running peer.
+            self.partials.mkdir(parents=True, exist_ok=True)
             with path.open("wb") as f:
-                f.truncate(file.size)
+                # Reserve the space now: a full disk is an error before the
+                # transfer, not a raw OSError half-way through a sparse file.
+                if file.size:
+                    os.posix_fallocate(f.fileno(), 0, file.size)
         except OSError as exc:
             path.unlink(missing_ok=True)
             raise storage_error(exc, path) from None
@@ -232,7 +255,7 @@ class NodeCache:
 
     def place(self, source: Path, dest: Path) -> None:
         """Put ``source``'s bytes at ``dest`` atomically (link, else copy; then rename)."""
-        tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:8]}.raydf-partial")
+        tmp = temp_sibling(dest)
         try:
             dest.parent.mkdir(parents=True, exist_ok=True)
             if source.parent == self.partials:
@@ -254,8 +277,10 @@ class NodeCache:
         """Delete partial files whose writing process is gone; return how many."""
         swept = 0
         for partial in self.partials.glob("*.partial"):
-            pid = partial.name.rsplit(".", 2)[-2].split("-", 1)[0]
-            if pid.isdigit() and not _alive(int(pid)):
+            host, _, rest = partial.name.rsplit(".", 2)[-2].rpartition("-")[0].rpartition("-")
+            pid = rest if host else ""
+            # Only this host's: a pid says nothing about another host's processes.
+            if host == _HOST and pid.isdigit() and not _alive(int(pid)):
                 partial.unlink(missing_ok=True)
                 swept += 1
         return swept

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -26,7 +27,8 @@ EXIT_CODES = """exit status:
   3    the hub refused or failed: not found, no access, rate limited, unavailable
   4    integrity: a file or piece did not match its digest, a hostile listing
   5    storage: the destination or cache cannot be written
-  130  interrupted (Ctrl-C); nothing partial is left at a final path
+  130  interrupted (Ctrl-C); 143 terminated (SIGTERM, `ray job stop`): the transfer is
+       cancelled, what nodes verified is kept for a re-run, nothing partial is placed
 """
 
 GET_EPILOG = """examples:
@@ -228,9 +230,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"raydf: error: {err}", file=sys.stderr)
         return _exit_code(err)
     except KeyboardInterrupt:
+        if _signals_received:
+            print("raydf: terminated (SIGTERM); the transfer was cancelled, nothing partial "
+                  "was left at a final path; run the same command again to resume",
+                  file=sys.stderr)
+            return 143
         print("raydf: interrupted; nothing partial was left at a final path", file=sys.stderr)
         return 130
     return 2
+
+
+_signals_received: list[int] = []
+
+
+def _terminated(signum: int, frame: object) -> None:
+    # A KeyboardInterrupt, so the cancel path of Ctrl-C runs; Ray re-raises
+    # interrupts met inside ray.get as a plain KeyboardInterrupt, so the signal
+    # is remembered here rather than in an exception subclass.
+    _signals_received.append(signum)
+    raise KeyboardInterrupt
+
+
+def _cancel_on_sigterm() -> None:
+    """SIGTERM (`ray job stop`, a pod's termination, `kill`) cancels like Ctrl-C: the
+    job is told, what nodes verified is kept, nothing partial is placed. Installed
+    after connecting, since ``ray.init`` sets a SIGTERM handler of its own."""
+    signal.signal(signal.SIGTERM, _terminated)
 
 
 def _get(args: argparse.Namespace) -> int:
@@ -258,6 +283,7 @@ def _get(args: argparse.Namespace) -> int:
         from raydf.cluster.service import connect, target_nodes
 
         connect(args.address)
+        _cancel_on_sigterm()
         report = run_fanout(request, target_nodes(args.nodes), progress=progress)
     if args.json:
         print(report.to_json())
@@ -280,6 +306,7 @@ def _warm(args: argparse.Namespace) -> int:
             "hf_token", "hf_revision", "hf_endpoint", "ms_token", "ms_revision", "ms_endpoint")},
     )
     connect(args.address)
+    _cancel_on_sigterm()
     report = run_fanout(request, target_nodes(args.nodes), place=False,
                         progress=not (args.no_progress or args.json))
     print(report.to_json() if args.json else report.summary(),

@@ -22,6 +22,7 @@ they cross actor boundaries, and none of them ever carries a token.
     ├── IntegrityError        a piece or file failed its digest, a bad range answer
     ├── UnsafeListing         a listing entry would escape the destination
     ├── StorageError          the destination or cache cannot be written
+    │   └── DestinationBusy   another job is writing the same destination
     └── FanoutError           a fan-out did not complete on every target node
 """
 
@@ -31,6 +32,7 @@ __all__ = [
     "AccessDenied",
     "AuthError",
     "ConfigError",
+    "DestinationBusy",
     "EntryNotFound",
     "FanoutError",
     "GatedRepoError",
@@ -118,6 +120,10 @@ class UnsafeListing(RaydfError):
 
 class StorageError(RaydfError, OSError):
     """The destination or the cache cannot be written."""
+
+
+class DestinationBusy(StorageError):
+    """Another job (another revision, token or filter) is writing that destination."""
 
 
 class FanoutError(RaydfError):

@@ -47,11 +47,20 @@ class Job:
     seed_losses: int = 0
     error: str | None = None
     closed: bool = False
+    ending: bool = False  # its run finished driving: joiners must start a new job
+    joining: int = 0  # joins preparing their nodes right now
+    draining: float | None = None  # when every caller cancelled (no more origin reads)
+    leases: dict[str, tuple[frozenset[str], float]] = field(default_factory=dict)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     runner: asyncio.Task[None] | None = None
     holders: dict[str, Any] = field(default_factory=dict)  # serve from cache only
     aux: list[tuple[str, str]] = field(default_factory=list)  # layout files, e.g. HF refs
     _events: dict[str, asyncio.Event] = field(default_factory=dict)
+
+    def renew(self, caller: str, nodes: list[str]) -> None:
+        """``caller`` (waiting for ``nodes``) is alive now."""
+        known = self.leases.get(caller, (frozenset(), 0.0))[0]
+        self.leases[caller] = (known | frozenset(nodes), time.monotonic())
 
     def actor(self, node: str) -> Any:
         """The PeerActor of ``node``, a target or a serving-only holder."""

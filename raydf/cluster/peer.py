@@ -21,7 +21,6 @@ from __future__ import annotations
 import os
 import threading
 import time
-import uuid
 from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,16 +31,24 @@ from typing import Any
 import numpy as np
 import ray
 
-from raydf.cache import InOrderDigests, NodeCache, node_path
+from raydf.cache import InOrderDigests, NodeCache, node_path, temp_sibling
 from raydf.cluster.metrics import log_event, metrics
 from raydf.cluster.spec import TaskSpec
-from raydf.errors import IntegrityError
+from raydf.errors import IntegrityError, StorageError
 from raydf.pieces import piece_crc
 
 __all__ = ["PeerActor"]
 
 PieceId = tuple[str, int]
 DEFAULT_BUDGET_FRACTION = 0.3  # of the node's object store, when no budget is given
+# Lending has threads of its own (a concurrency group), so pulls waiting on
+# other peers' lends can never take every thread of every peer (a deadlock
+# with many jobs at once).
+SERVE_GROUP = "serve"
+SERVE_THREADS = 16
+# Incomplete files of jobs that ended (Ctrl-C, a failure) are kept, pieces and
+# all, for the next job that wants them; beyond this many the oldest go.
+MAX_PARKED = 256
 
 
 @dataclass
@@ -57,6 +64,7 @@ class _Assembly:
     jobs: set[str] = field(default_factory=set)
     reported: set[str] = field(default_factory=set)  # jobs told the file is done
     corrupt: str | None = None  # why the whole file failed verification
+    unplaced: dict[str, str] = field(default_factory=dict)  # job -> why it could not be placed
     finishing: threading.Lock = field(default_factory=threading.Lock)
     busy: int = 0  # pulls and lends using ``fd`` right now
     retired: bool = False  # no job wants it: close ``fd`` once nobody uses it
@@ -74,6 +82,7 @@ class PeerActor:
         self._tasks: dict[str, _Assembly] = {}
         # job -> (dest dir, or None where this node only serves; task ids)
         self._jobs: dict[str, tuple[Path | None, list[str]]] = {}
+        self._job_epochs: dict[str, str] = {}  # job -> the scheduler incarnation that runs it
         self._pinned: OrderedDict[PieceId, tuple[Any, int, int]] = OrderedDict()
         self._pinned_bytes = 0
         self.received_bytes = 0
@@ -89,37 +98,53 @@ class PeerActor:
 
     def prepare(
         self, job_id: str, tasks: list[TaskSpec], dest: str, memory_budget: int | None = None,
-        aux: list[tuple[str, str]] | None = None,
+        aux: list[tuple[str, str]] | None = None, epoch: str = "",
     ) -> dict[str, list[int]]:
         """Join a job: place what the cache has, open partials for the rest.
 
         ``dest`` is the destination folder as the caller gave it (this node's
         ``RAYDF_NODE_ROOT`` applies), or ``""`` to fill the cache only. ``aux``:
         small ``(path, text)`` files of the layout (e.g. Hugging Face ``refs``).
+        ``epoch``: the scheduler incarnation running the job; jobs of an earlier
+        one (a scheduler that died) are dropped here, their pieces kept.
 
         Returns, per task, the piece indices this node already holds.
         """
         if memory_budget:
             self._budget = memory_budget
+        if epoch:
+            self.forget_jobs_except(epoch)
+            self._job_epochs[job_id] = epoch
         dest_dir = node_path(dest) if dest else None  # "" = into the cache only (warm)
         if dest_dir is not None:
             for rel, text in aux or ():
                 _write_atomically(dest_dir / rel, text)
         have: dict[str, list[int]] = {}
         whole: list[_Assembly] = []  # every piece in, not yet verified (another job's)
+        cached: list[_Assembly] = []  # verified already: to place
         with self._lock:
             self._jobs[job_id] = (dest_dir, [t.task_id for t in tasks])
             for task in tasks:
-                asm = self._tasks.get(task.task_id) or self._open(task)
+                asm = self._tasks.get(task.task_id)
+                if asm is not None and not asm.jobs and not asm.path.exists():
+                    self._retire(asm)  # its file was deleted (the cache folder removed)
+                    asm = None
+                asm = asm or self._open(task)
                 assert asm is not None
                 asm.jobs.add(job_id)
                 if asm.complete and dest_dir is not None:
-                    self._place(asm, dest_dir)
+                    cached.append(asm)
                 elif not asm.complete and len(asm.have) == task.num_pieces:
                     whole.append(asm)
                 have[task.task_id] = sorted(asm.have)
+        for asm in cached:
+            self._place_for(asm, job_id, dest_dir)  # type: ignore[arg-type]
         for asm in whole:
             self._complete(asm)  # placed for this job too; IntegrityError fails the node
+        unplaced = [a.unplaced[job_id] for a in (*cached, *whole) if job_id in a.unplaced]
+        if unplaced:
+            more = f" (and {len(unplaced) - 1} more files)" if len(unplaced) > 1 else ""
+            raise StorageError(unplaced[0] + more)
         return have
 
     def offer(self, job_id: str, tasks: list[TaskSpec]) -> dict[str, list[int]]:
@@ -172,7 +197,8 @@ class PeerActor:
         Returns ``{"bytes", "seconds", "crc", "file_done"}`` (``bytes`` 0 when
         another job already brought the piece; ``file_done`` once per job, when
         the file is verified and placed; ``file_corrupt`` instead when it failed
-        verification), or ``{"source_lost": True}`` when the holder is gone.
+        verification, ``file_unplaced`` when it could not be put at its path), or
+        ``{"source_lost": True}`` when the holder is gone.
         """
         started = time.monotonic()
         with self._using(task_id) as asm:
@@ -199,6 +225,10 @@ class PeerActor:
                     result["file_corrupt"] = str(err)
                     return result
                 with self._lock:
+                    if job_id in asm.unplaced:
+                        # Verified, but not at its path for this job: the node failed.
+                        result["file_unplaced"] = asm.unplaced[job_id]
+                        return result
                     result["file_done"] = job_id not in asm.reported
                     asm.reported.add(job_id)
             return result
@@ -239,7 +269,8 @@ class PeerActor:
             asm.have.add(index)
             self.received_bytes += piece.length
         tags = {"node": self.node_id[:8]}
-        metrics().p2p_bytes.inc(piece.length, tags=tags)
+        if piece.length:  # an empty file is one piece of 0 bytes; counters take only > 0
+            metrics().p2p_bytes.inc(piece.length, tags=tags)
         metrics().pieces.inc(1, tags=tags)
         metrics().piece_seconds.observe(time.monotonic() - started, tags=tags)
         return piece.length, expected
@@ -270,13 +301,24 @@ class PeerActor:
                   file=asm.spec.paths[0], task=asm.spec.task_id, bytes=asm.spec.size)
         with self._lock:
             asm.path, asm.complete, asm.digests = blob, True, None
-            dests = [self._jobs[j][0] for j in asm.jobs if j in self._jobs]
-        for dest_dir in dests:
+            dests = {j: self._jobs[j][0] for j in asm.jobs if j in self._jobs}
+        for job_id, dest_dir in dests.items():
             if dest_dir is not None:
-                self._place(asm, dest_dir)
+                self._place_for(asm, job_id, dest_dir)
+
+    def _place_for(self, asm: _Assembly, job_id: str, dest_dir: Path) -> None:
+        """Place a verified file for one job; a failure is that job's, on this node."""
+        try:
+            self._place(asm, dest_dir)
+        except StorageError as err:
+            log_event("file_unplaced", node=self.node_id[:8], job=job_id,
+                      file=asm.spec.paths[0], error=str(err).replace(" ", "_")[:120])
+            with self._lock:
+                asm.unplaced[job_id] = str(err)
 
     # -- serving ---------------------------------------------------------
 
+    @ray.method(concurrency_group=SERVE_GROUP)
     def lend(self, task_id: str, index: int) -> list[Any]:
         """``[ref, crc]`` of a piece this node has, re-read from disk if unpinned."""
         key = (task_id, index)
@@ -341,31 +383,63 @@ class PeerActor:
     # -- leaving a job ---------------------------------------------------
 
     def finish_job(self, job_id: str) -> None:
-        """Forget a job: unpin its pieces, drop incomplete partials nobody else wants."""
+        """Forget a job: unpin its pieces; an incomplete file nobody else wants is
+        kept with the pieces it has (verified one by one), so the next job for it
+        (a re-run after Ctrl-C or a failure) does not fetch them again."""
         with self._lock:
             _, task_ids = self._jobs.pop(job_id, (None, []))
+            self._job_epochs.pop(job_id, None)
             for task_id in task_ids:
                 asm = self._tasks.get(task_id)
                 if asm is None:
                     continue
                 asm.jobs.discard(job_id)
                 asm.reported.discard(job_id)
+                asm.unplaced.pop(job_id, None)
                 if asm.jobs:
                     continue
                 self._unpin_task(task_id)
-                self._retire(asm)
+                if asm.complete or not asm.have or asm.corrupt is not None:
+                    self._retire(asm)
+            self._drop_parked(MAX_PARKED)
+
+    def cache_only(self, job_id: str) -> None:
+        """The job was cancelled: what it still completes goes into the cache, and
+        nothing more is placed at its destination."""
+        with self._lock:
+            if job_id in self._jobs:
+                self._jobs[job_id] = (None, self._jobs[job_id][1])
+
+    def forget_jobs_except(self, epoch: str) -> list[str]:
+        """Finish every job run by another scheduler incarnation than ``epoch`` (the
+        scheduler that ran it died: nobody will finish it). Returns their ids."""
+        stale = [j for j, e in self._job_epochs.items() if e != epoch]
+        for job_id in stale:
+            self.finish_job(job_id)
+        return stale
+
+    def _drop_parked(self, keep: int) -> None:
+        """Keep at most ``keep`` incomplete files of ended jobs, the newest (lock held)."""
+        parked = [a for a in self._tasks.values() if not a.jobs and not a.complete]
+        for asm in parked[: max(len(parked) - keep, 0)]:
+            self._retire(asm)
 
     def cache_entries(self) -> list[dict[str, object]]:
         return self.cache.entries()
 
     def cache_remove(self, key: str) -> int:
         with self._lock:
-            if any(a.spec.task_id == key for a in self._tasks.values()):
+            if any(a.spec.task_id == key and a.jobs for a in self._tasks.values()):
                 return 0  # in use by a running job
+            for asm in [a for a in self._tasks.values() if a.spec.task_id == key]:
+                self._retire(asm)
             return self.cache.remove(key)
 
     def cache_gc(self) -> dict[str, int]:
         with self._lock:
+            self._drop_parked(0)  # kept pieces of ended jobs go too
+            for asm in [a for a in self._tasks.values() if not a.jobs]:
+                self._retire(asm)
             busy = {a.spec.task_id for a in self._tasks.values()}
             if busy:
                 return {"partials": 0, "blobs": 0, "bytes": 0, "skipped_busy": len(busy)}
@@ -399,7 +473,7 @@ def _read_piece(asm: _Assembly, index: int) -> memoryview:
 
 def _write_atomically(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.raydf-partial")
+    tmp = temp_sibling(path)
     tmp.write_text(text)
     os.replace(tmp, path)
 
@@ -407,7 +481,7 @@ def _write_atomically(path: Path, text: str) -> None:
 def _symlink_atomically(path: Path, pointee: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     # Jobs placing the same link at once each use their own temporary name.
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.raydf-partial")
+    tmp = temp_sibling(path)
     os.symlink(pointee, tmp)
     os.replace(tmp, path)
 

@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import time
 import uuid
+from pathlib import PurePosixPath
 from typing import Any
 
 import ray
@@ -35,7 +36,7 @@ from raydf.cluster.metrics import log_event, metrics
 from raydf.cluster.placement import seed_options
 from raydf.cluster.seed import SeedActor
 from raydf.cluster.spec import TaskSpec
-from raydf.errors import RaydfError
+from raydf.errors import DestinationBusy, RaydfError
 from raydf.plan import RepoPlan
 from raydf.policy import ORIGIN, Assignment, Limits, PlanState, decide
 from raydf.report import Report
@@ -48,6 +49,12 @@ KEEP_FINISHED_JOBS = 16
 CLAIM_TIMEOUT = 300.0  # a leader that never submits is presumed gone
 STANDBY_FETCHES = Limits().origin_fetches  # origin reads at once of the standby seed
 SEEDLESS_TIMEOUT = 600.0  # nothing moved for this long: give up rather than hang
+# A caller renews its lease with every status poll (twice a second); one that
+# stays silent this long is gone (kill -9, `ray job stop`, a dead replica) and
+# its nodes leave the job, unless another live caller waits for them.
+CALLER_LEASE = 10.0
+LEASE_CHECK_EVERY = 1.0
+DRAIN_SECONDS = 10.0  # a cancelled job hands what it already read to the nodes, this long at most
 
 
 class SchedulerActor:
@@ -57,7 +64,12 @@ class SchedulerActor:
         self._jobs: dict[str, Job] = {}
         self._running: dict[str, str] = {}  # fingerprint -> job id
         self._claims: dict[str, asyncio.Event] = {}  # fingerprints being set up
+        # fingerprint -> (destination, nodes, url) of the jobs writing somewhere
+        self._writers: dict[str, tuple[str, frozenset[str], str]] = {}
         self._standby: Any = None
+        # This incarnation: peers drop jobs of an earlier one (it died mid-job).
+        self.epoch = uuid.uuid4().hex
+        self._lease_watch: asyncio.Task[None] | None = None
         self._restock()
 
     def __repr__(self) -> str:
@@ -73,42 +85,77 @@ class SchedulerActor:
 
     # -- sharing ---------------------------------------------------------
 
-    async def claim(self, fingerprint: str) -> str | None:
+    async def claim(self, fingerprint: str, dest: str = "", nodes: list[str] | None = None,
+                    url: str = "") -> str | None:
         """The running job to join for ``fingerprint``, or None: the caller leads.
 
         A leader must then :meth:`submit` (with the fingerprint) or :meth:`release`.
+        ``dest`` (with the target ``nodes``): the destination the job writes; a
+        different request (another revision, token, filter) into a destination
+        that a job is writing on any of the same nodes is refused
+        (:class:`DestinationBusy`): one destination, one writer, never a mix.
         """
         while True:
             job_id = self._running.get(fingerprint)
             if job_id is not None:
                 return job_id
+            if dest:
+                self._check_writer(fingerprint, dest, frozenset(nodes or ()))
             pending = self._claims.get(fingerprint)
             if pending is None:
                 self._claims[fingerprint] = asyncio.Event()
+                if dest:
+                    self._writers[fingerprint] = (dest, frozenset(nodes or ()), url)
                 return None
             try:
                 await asyncio.wait_for(pending.wait(), timeout=CLAIM_TIMEOUT)
             except asyncio.TimeoutError:
                 if self._claims.get(fingerprint) is pending:
                     del self._claims[fingerprint]
+                    self._drop_writer(fingerprint)
 
-    def release(self, fingerprint: str) -> None:
+    def release(self, fingerprint: str, *, keep_writer: bool = False) -> None:
         """A leader gave up before submitting: let the next caller lead."""
         event = self._claims.pop(fingerprint, None)
         if event is not None:
             event.set()
+        if not keep_writer:
+            self._drop_writer(fingerprint)
 
-    async def join(self, job_id: str, peers: dict[str, Any]) -> bool:
-        """Add nodes to a running job; False if it already closed (claim again)."""
+    def _check_writer(self, fingerprint: str, dest: str, nodes: frozenset[str]) -> None:
+        for owner, (other, their_nodes, url) in self._writers.items():
+            if owner != fingerprint and _overlaps(dest, other) and nodes & their_nodes:
+                raise DestinationBusy(
+                    f"another raydf job ({url}) is writing {other} on "
+                    f"{len(nodes & their_nodes)} of these nodes; wait for it to finish, "
+                    "or choose another -O"
+                )
+
+    def _drop_writer(self, fingerprint: str) -> None:
+        self._writers.pop(fingerprint, None)
+
+    async def join(self, job_id: str, peers: dict[str, Any], caller: str = "") -> bool:
+        """Add nodes to a running job; False if it is ending or closed (claim again)."""
         job = self._jobs.get(job_id)
-        if job is None or job.closed or job.state is None:
+        if job is None or job.closed or job.ending or job.state is None:
             return False
+        if caller:
+            job.renew(caller, list(peers))
         fresh = {n: p for n, p in peers.items() if n not in job.peers}
         job.peers.update(fresh)
+        if job.fingerprint in self._writers:
+            dest, nodes, url = self._writers[job.fingerprint]
+            self._writers[job.fingerprint] = (dest, nodes | frozenset(fresh), url)
         for node in fresh:
             job.holders.pop(node, None)  # now a receiver too
-        await self._prepare(job, fresh)
-        job.wake.set()
+        # The job must not end while its new nodes are being prepared (they
+        # would be failed as "no holder left" by a run that never saw them).
+        job.joining += 1
+        try:
+            await self._prepare(job, fresh)
+        finally:
+            job.joining -= 1
+            job.wake.set()
         return True
 
     # -- seeds -----------------------------------------------------------
@@ -150,12 +197,14 @@ class SchedulerActor:
         holders: dict[str, Any] | None = None,
         aux: list[tuple[str, str]] | None = None,
         job_id: str | None = None,
+        caller: str = "",
     ) -> str:
         """Start a job (taking over ``seed``); returns its id at once.
 
         ``holders``: peers on other nodes that may serve from their caches.
         ``job_id``: the caller's own id for it, so it can cancel a submit it
-        was interrupted in.
+        was interrupted in. ``caller``: the caller's lease, renewed by its
+        :meth:`status` polls (see ``CALLER_LEASE``).
         """
         job_id = job_id or uuid.uuid4().hex[:12]
         job = Job(job_id, plan, {t.task_id: t for t in tasks}, f"seed-{job_id}", seed,
@@ -163,11 +212,15 @@ class SchedulerActor:
         job.holders = {n: h for n, h in (holders or {}).items() if n not in peers}
         job.aux = list(aux or ())
         self._jobs[job_id] = job
+        if caller:
+            job.renew(caller, list(peers))
         job.state = PlanState({t.task_id: t.num_pieces for t in tasks}, [job.seed_id],
                               job.limits)
         if fingerprint is not None:
             self._running[fingerprint] = job_id
-            self.release(fingerprint)
+            self.release(fingerprint, keep_writer=True)
+        if self._lease_watch is None or self._lease_watch.done():
+            self._lease_watch = asyncio.get_running_loop().create_task(self._watch_leases())
         log_event("job_started", job=job_id, url=plan.url, commit=plan.commit[:12],
                   files=len(plan.files), bytes=plan.total_bytes, nodes=len(peers))
         job.runner = asyncio.get_running_loop().create_task(self._run(job))
@@ -187,9 +240,14 @@ class SchedulerActor:
             await self._refresh_seed_requests(job)
         return job.report(wanted)
 
-    def status(self, job_id: str) -> dict[str, Any]:
-        """Progress of one job: verified bytes and bytes received per node."""
+    def status(self, job_id: str, caller: str = "", nodes: list[str] | None = None
+               ) -> dict[str, Any]:
+        """Progress of one job: verified bytes and bytes received per node.
+
+        ``caller`` (waiting for ``nodes``) renews that caller's lease."""
         job = self._jobs[job_id]
+        if caller and not job.closed:
+            job.renew(caller, nodes or [])
         return {
             "job_id": job_id,
             "url": job.plan.url,
@@ -254,7 +312,8 @@ class SchedulerActor:
         tasks = list(job.tasks.values())
         state = job.state
         assert state is not None
-        calls = {n: p.prepare.remote(job.job_id, tasks, job.dest, job.budget, job.aux)
+        calls = {n: p.prepare.remote(job.job_id, tasks, job.dest, job.budget, job.aux,
+                                     self.epoch)
                  for n, p in peers.items()}
         for node, call in calls.items():
             try:
@@ -279,16 +338,26 @@ class SchedulerActor:
         while True:
             job.wake.clear()
             for a in decide(state):
+                if job.draining is not None and a.source == ORIGIN:
+                    continue  # cancelled: not one more byte from the hub
                 state.start(a)
                 pending[asyncio.ensure_future(self._issue(job, a))] = a
             metrics().active_transfers.set(len(pending))
-            if not pending and job.seed is not None:
+            drained = job.draining is not None and (
+                not pending or time.monotonic() - job.draining > DRAIN_SECONDS)
+            if drained:
+                job.error = job.error or "cancelled by the caller"
+                for fut in pending:
+                    fut.cancel()
+                return
+            if not pending and job.seed is not None and not job.joining:
                 break
             woken = asyncio.ensure_future(job.wake.wait())
-            done, _ = await asyncio.wait([*pending, woken], timeout=SEEDLESS_TIMEOUT,
+            timeout = DRAIN_SECONDS if job.draining is not None else SEEDLESS_TIMEOUT
+            done, _ = await asyncio.wait([*pending, woken], timeout=timeout,
                                          return_when=asyncio.FIRST_COMPLETED)
             woken.cancel()
-            if not done:
+            if not done and job.draining is None:
                 job.error = "the seed was lost and no caller supplied a new one in time"
                 return
             for fut in done:
@@ -299,6 +368,7 @@ class SchedulerActor:
                     fut.cancel()
                 return
             self._release_seed_pieces(job)
+        job.ending = True  # no more joiners: one now would never be driven
         for node in job.peers:
             if not job.node_event(node).is_set():
                 job.fail_node(node, "some pieces had no holder left and the origin could not "
@@ -330,7 +400,7 @@ class SchedulerActor:
             job.origin_times.append((time.time(), *a.piece))
             state.finish(a)
             return
-        if a.peer in job.node_error:
+        if a.peer in job.node_error and job.draining is None:
             return  # the receiver already failed and left the plan
         if result.get("source_lost"):
             if a.source == job.seed_id:
@@ -344,8 +414,9 @@ class SchedulerActor:
         if result["crc"] is not None:  # None: the peer had it already (another job brought it)
             job.crc.setdefault(a.piece, result["crc"])
         state.finish(a)
-        if "file_corrupt" in result:
-            job.fail_node(a.peer, result["file_corrupt"])
+        failed = result.get("file_corrupt") or result.get("file_unplaced")
+        if failed:
+            job.fail_node(a.peer, failed)
             state.remove_holder(a.peer)
             return
         job.record_transfer(a, result["bytes"], result["file_done"])
@@ -398,18 +469,29 @@ class SchedulerActor:
         job.wake.set()
         return True
 
-    async def cancel(self, job_id: str, nodes: list[str]) -> None:
-        """A caller gave up on ``nodes`` (Ctrl-C): they leave the job; once no node is
-        left waiting, the job stops and its partial files are dropped."""
+    async def cancel(self, job_id: str, nodes: list[str], caller: str = "") -> None:
+        """A caller gave up on ``nodes`` (Ctrl-C, SIGTERM, or its lease ran out):
+        those no other live caller waits for leave the job; once no node is left
+        waiting, the job stops (what nodes received is kept for a re-run)."""
         job = self._jobs.get(job_id)
         if job is None or job.closed or job.state is None:
             return
-        for node in nodes:
-            if not job.node_event(node).is_set():
-                job.fail_node(node, "cancelled by the caller")
-                job.state.remove_holder(node)
+        job.leases.pop(caller, None)
+        still_wanted = {n for wanted, _ in job.leases.values() for n in wanted}
+        leaving = {n for n in set(nodes) - still_wanted if not job.node_event(n).is_set()}
+        for node in leaving:
+            job.fail_node(node, "cancelled by the caller")
         if all(job.node_event(n).is_set() for n in job.peers):
-            job.error = job.error or "cancelled by the caller"
+            # Nobody waits any more: no more origin reads; pieces already read
+            # still reach the nodes' caches (no hub cost, nothing placed at the
+            # destination), so a re-run does not pay for them again. Then the
+            # job closes (within DRAIN_SECONDS).
+            await asyncio.gather(*(p.cache_only.remote(job_id) for p in job.peers.values()),
+                                 return_exceptions=True)
+            job.draining = time.monotonic()
+        else:
+            for node in leaving:
+                job.state.remove_holder(node)
         job.wake.set()
 
     def _release_seed_pieces(self, job: Job) -> None:
@@ -439,8 +521,22 @@ class SchedulerActor:
             return
         job.seed_requests[job.seed_id] = stats["origin_requests"]
 
+    async def _watch_leases(self) -> None:
+        """Cancel the nodes of callers that stopped polling (see ``CALLER_LEASE``)."""
+        while any(not j.closed for j in self._jobs.values()):
+            await asyncio.sleep(LEASE_CHECK_EVERY)
+            now = time.monotonic()
+            for job in [j for j in self._jobs.values() if not j.closed]:
+                for caller, (nodes, renewed) in list(job.leases.items()):
+                    if now - renewed > CALLER_LEASE:
+                        log_event("caller_gone", job=job.job_id, caller=caller[:8],
+                                  nodes=len(nodes))
+                        await self.cancel(job.job_id, sorted(nodes), caller)
+
     async def _close(self, job: Job) -> None:
         job.closed = True
+        if job.fingerprint is not None:
+            self._drop_writer(job.fingerprint)
         metrics().active_transfers.set(0)
         log_event("job_closed", job=job.job_id, url=job.plan.url, commit=job.plan.commit[:12],
                   nodes=len(job.peers), failed=len(job.node_error),
@@ -463,3 +559,9 @@ class SchedulerActor:
         for node in job.peers:
             if not job.node_event(node).is_set():
                 job.fail_node(node, job.error or "the job ended before this node completed")
+
+
+def _overlaps(a: str, b: str) -> bool:
+    """Whether one destination is, or lies inside, the other."""
+    pa, pb = PurePosixPath(a), PurePosixPath(b)
+    return pa == pb or pa in pb.parents or pb in pa.parents

@@ -97,7 +97,8 @@ class SeedActor:
         self._open().read_into(self._plan.commit, task.file.repo_path, piece.start, buffer.data)
         crc = piece_crc(buffer.data)
         ref = ray.put(buffer)
-        metrics().origin_bytes.inc(piece.length)
+        if piece.length:  # an empty file is one piece of 0 bytes; counters take only > 0
+            metrics().origin_bytes.inc(piece.length)
         with self._lock:
             self._held[(task_id, index)] = (ref, crc)
             self.origin_bytes += piece.length

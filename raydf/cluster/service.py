@@ -20,7 +20,7 @@ from typing import Any
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from raydf.cluster.peer import PeerActor
+from raydf.cluster.peer import SERVE_GROUP, SERVE_THREADS, PeerActor
 from raydf.cluster.placement import NAMESPACE, SEED_RESOURCE, alive_nodes, on_head
 from raydf.cluster.scheduler import SchedulerActor
 from raydf.errors import ConfigError, RaydfError
@@ -120,7 +120,8 @@ def scheduler() -> Any:
 
 def peer_for(node_id: str) -> Any:
     """The peer actor of ``node_id`` (hard node affinity), created on first use."""
-    return ray.remote(PeerActor).options(
+    # Concurrency groups are a class option (``.options()`` refuses them).
+    return ray.remote(concurrency_groups={SERVE_GROUP: SERVE_THREADS})(PeerActor).options(
         name=f"raydf-peer-{node_id}",
         namespace=NAMESPACE,
         lifetime="detached",
