@@ -10,12 +10,8 @@ from collections.abc import Sequence
 
 from raydf.errors import (
     ConfigError,
-    HubError,
-    IntegrityError,
-    InvalidURL,
     RaydfError,
-    StorageError,
-    UnsafeListing,
+    exit_code,
 )
 
 __all__ = ["main"]
@@ -60,18 +56,6 @@ environment (flags win): HF_TOKEN, HF_ENDPOINT, MODELSCOPE_API_TOKEN,
   GOOGLE_APPLICATION_CREDENTIALS, AZURE_STORAGE_ACCOUNT_NAME, AZURE_STORAGE_ACCOUNT_KEY
 
 """ + EXIT_CODES
-
-
-def _exit_code(err: RaydfError) -> int:
-    if isinstance(err, (InvalidURL, ConfigError)):
-        return 2
-    if isinstance(err, HubError):
-        return 3
-    if isinstance(err, (IntegrityError, UnsafeListing)):
-        return 4
-    if isinstance(err, StorageError):
-        return 5
-    return 1  # FanoutError, and any other failure to deliver
 
 
 def _add_get(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -228,7 +212,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _admin(args)
     except RaydfError as err:
         print(f"raydf: error: {err}", file=sys.stderr)
-        return _exit_code(err)
+        return exit_code(err)
     except KeyboardInterrupt:
         if _signals_received:
             print("raydf: terminated (SIGTERM); the transfer was cancelled, nothing partial "
@@ -292,7 +276,7 @@ def _get(args: argparse.Namespace) -> int:
         for node in report.nodes:
             if not node.ok:
                 print(f"raydf: node {node.node_id[:12]} failed: {node.error}", file=sys.stderr)
-    return 0 if report.ok else 1
+    return report.exit_code
 
 
 def _warm(args: argparse.Namespace) -> int:
@@ -311,7 +295,7 @@ def _warm(args: argparse.Namespace) -> int:
                         progress=not (args.no_progress or args.json))
     print(report.to_json() if args.json else report.summary(),
           file=sys.stdout if args.json else sys.stderr)
-    return 0 if report.ok else 1
+    return report.exit_code
 
 
 def _admin(args: argparse.Namespace) -> int:

@@ -46,6 +46,7 @@ __all__ = [
     "RevisionNotFound",
     "StorageError",
     "UnsafeListing",
+    "exit_code",
 ]
 
 
@@ -128,3 +129,17 @@ class DestinationBusy(StorageError):
 
 class FanoutError(RaydfError):
     """A fan-out that did not complete on every target node."""
+
+
+def exit_code(err: BaseException) -> int:
+    """The command's exit status for ``err`` (the README's table): 2 bad input,
+    3 the hub refused or failed, 4 integrity, 5 storage, 1 anything else."""
+    if isinstance(err, (InvalidURL, ConfigError)):
+        return 2
+    if isinstance(err, HubError):
+        return 3
+    if isinstance(err, (IntegrityError, UnsafeListing)):
+        return 4
+    if isinstance(err, StorageError):
+        return 5
+    return 1  # FanoutError, and any other failure to deliver

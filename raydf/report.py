@@ -19,6 +19,7 @@ class NodeReport:
     seconds: float
     ok: bool
     error: str | None = None
+    exit_code: int = 0  # of its failure, as the README's table says (0 when ok)
 
 
 @dataclass(frozen=True)
@@ -35,11 +36,21 @@ class Report:
     seconds: float
     nodes: list[NodeReport] = field(default_factory=list)
     served: dict[str, int] = field(default_factory=dict)  # holder -> bytes it uploaded
+    skipped: dict[str, str] = field(default_factory=dict)  # node -> why it is no target any more
     job_id: str = ""
 
     @property
     def ok(self) -> bool:
         return bool(self.nodes) and all(n.ok for n in self.nodes)
+
+    @property
+    def exit_code(self) -> int:
+        """0 when every node has every file; else the failed nodes' code if they
+        all failed the same way (5 storage, 4 integrity, 3 hub), else 1."""
+        if self.ok:
+            return 0
+        codes = {n.exit_code or 1 for n in self.nodes if not n.ok} or {1}
+        return codes.pop() if len(codes) == 1 else 1
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -55,7 +66,7 @@ class Report:
             f"{good}/{len(self.nodes)} nodes in {self.seconds:.1f} s; origin "
             f"{human_size(self.origin_bytes)} in {self.origin_requests} requests, "
             f"peer-to-peer {human_size(self.p2p_bytes)}"
-        )
+        ) + "".join(f"\nraydf: node {n[:12]} {why}; skipped" for n, why in self.skipped.items())
 
 
 def human_size(n: float) -> str:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from raydf.cluster.spec import TaskSpec
+from raydf.errors import exit_code
 from raydf.plan import RepoPlan
 from raydf.policy import Assignment, Limits, PieceId, PlanState
 from raydf.report import NodeReport, Report
@@ -37,6 +38,8 @@ class Job:
     node_received: dict[str, int] = field(default_factory=dict)  # pieces' bytes
     node_done: dict[str, float] = field(default_factory=dict)
     node_error: dict[str, str] = field(default_factory=dict)
+    node_code: dict[str, int] = field(default_factory=dict)  # exit code of each failure
+    node_skipped: dict[str, str] = field(default_factory=dict)  # nodes gone before they joined
     served: dict[str, int] = field(default_factory=dict)
     p2p_bytes: int = 0
     failures: dict[PieceId, int] = field(default_factory=dict)
@@ -75,8 +78,22 @@ class Job:
             self.node_done[node] = time.monotonic() - self.started
         self.node_event(node).set()
 
-    def fail_node(self, node: str, reason: str) -> None:
-        self.node_error.setdefault(node, reason)
+    def skip_node(self, node: str, reason: str) -> None:
+        """``node`` left the cluster before it joined: no longer a target."""
+        self.peers.pop(node, None)
+        self.node_skipped[node] = reason
+        self.node_event(node).set()
+
+    def fail_node(self, node: str, reason: str | BaseException, code: int = 1) -> None:
+        """``node`` failed: ``reason`` is a line or the error (its exit code then
+        comes from its kind, see :func:`raydf.errors.exit_code`)."""
+        if isinstance(reason, BaseException):
+            cause = getattr(reason, "cause", None)
+            code = exit_code(cause if isinstance(cause, BaseException) else reason)
+            reason = describe(reason)
+        if node not in self.node_error:
+            self.node_error[node] = reason
+            self.node_code[node] = code
         self.node_event(node).set()
 
     def record_transfer(self, a: Assignment, nbytes: int, file_done: bool) -> None:
@@ -92,6 +109,8 @@ class Job:
         """The report as it stands, for ``nodes``."""
         rows = []
         for node in nodes:
+            if node in self.node_skipped:
+                continue
             ok = node in self.node_done and node not in self.node_error
             rows.append(NodeReport(
                 node_id=node,
@@ -100,6 +119,7 @@ class Job:
                 seconds=round(self.node_done.get(node, time.monotonic() - self.started), 3),
                 ok=ok,
                 error=None if ok else (self.node_error.get(node) or self.error),
+                exit_code=0 if ok else self.node_code.get(node, 1),
             ))
         return Report(
             url=self.plan.url,
@@ -112,6 +132,7 @@ class Job:
             seconds=round(time.monotonic() - self.started, 3),
             nodes=rows,
             served={("seed" if h.startswith("seed-") else h): b for h, b in self.served.items()},
+            skipped={n: self.node_skipped[n] for n in nodes if n in self.node_skipped},
             job_id=self.job_id,
         )
 

@@ -33,6 +33,7 @@ import ray
 
 from raydf.cache import InOrderDigests, NodeCache, node_path, temp_sibling
 from raydf.cluster.metrics import log_event, metrics
+from raydf.cluster.placement import NAMESPACE, SCHEDULER_NAME
 from raydf.cluster.spec import TaskSpec
 from raydf.errors import IntegrityError, StorageError
 from raydf.pieces import piece_crc
@@ -147,7 +148,7 @@ class PeerActor:
             raise StorageError(unplaced[0] + more)
         return have
 
-    def offer(self, job_id: str, tasks: list[TaskSpec]) -> dict[str, list[int]]:
+    def offer(self, job_id: str, tasks: list[TaskSpec], epoch: str = "") -> dict[str, list[int]]:
         """Serve a job this node is not a target of, from what it already has.
 
         Opens no partial file and places nothing; returns, per task, the piece
@@ -163,6 +164,8 @@ class PeerActor:
                 have[task.task_id] = sorted(asm.have)
             # A node that joined as a receiver meanwhile keeps its destination.
             self._jobs.setdefault(job_id, (None, list(have)))
+            if epoch:
+                self._job_epochs.setdefault(job_id, epoch)
         return have
 
     def _open(self, task: TaskSpec, *, receive: bool = True) -> _Assembly | None:
@@ -413,7 +416,8 @@ class PeerActor:
     def forget_jobs_except(self, epoch: str) -> list[str]:
         """Finish every job run by another scheduler incarnation than ``epoch`` (the
         scheduler that ran it died: nobody will finish it). Returns their ids."""
-        stale = [j for j, e in self._job_epochs.items() if e != epoch]
+        with self._lock:
+            stale = [j for j in self._jobs if self._job_epochs.get(j, epoch) != epoch]
         for job_id in stale:
             self.finish_job(job_id)
         return stale
@@ -427,7 +431,20 @@ class PeerActor:
     def cache_entries(self) -> list[dict[str, object]]:
         return self.cache.entries()
 
+    def _forget_orphaned_jobs(self) -> None:
+        """Finish the jobs of a scheduler that died (nobody else will), so their
+        files are not "busy" for ever; kept if the scheduler cannot be asked."""
+        try:
+            sched = ray.get_actor(SCHEDULER_NAME, namespace=NAMESPACE)
+            epoch = ray.get(sched.current_epoch.remote(), timeout=10)
+        except ValueError:
+            epoch = "none"  # no scheduler at all: every job here is orphaned
+        except Exception:  # busy or restarting: cannot tell, so keep them
+            return
+        self.forget_jobs_except(epoch)
+
     def cache_remove(self, key: str) -> int:
+        self._forget_orphaned_jobs()
         with self._lock:
             if any(a.spec.task_id == key and a.jobs for a in self._tasks.values()):
                 return 0  # in use by a running job
@@ -436,6 +453,7 @@ class PeerActor:
             return self.cache.remove(key)
 
     def cache_gc(self) -> dict[str, int]:
+        self._forget_orphaned_jobs()
         with self._lock:
             self._drop_parked(0)  # kept pieces of ended jobs go too
             for asm in [a for a in self._tasks.values() if not a.jobs]:

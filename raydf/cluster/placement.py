@@ -8,9 +8,10 @@ from typing import Any
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-__all__ = ["NAMESPACE", "SEED_RESOURCE", "alive_nodes", "on_head", "seed_options"]
+__all__ = ["NAMESPACE", "SCHEDULER_NAME", "SEED_RESOURCE", "alive_nodes", "on_head", "seed_options"]
 
 NAMESPACE = "raydf"
+SCHEDULER_NAME = "raydf-scheduler"
 SEED_RESOURCE = "raydf_seed"
 SEED_PREFIX = "raydf-seed-"
 _HEAD_RESOURCE = "node:__internal_head__"

@@ -33,7 +33,7 @@ import ray
 
 from raydf.cluster.job import Job, describe
 from raydf.cluster.metrics import log_event, metrics
-from raydf.cluster.placement import seed_options
+from raydf.cluster.placement import alive_nodes, seed_options
 from raydf.cluster.seed import SeedActor
 from raydf.cluster.spec import TaskSpec
 from raydf.errors import DestinationBusy, RaydfError
@@ -54,6 +54,7 @@ SEEDLESS_TIMEOUT = 600.0  # nothing moved for this long: give up rather than han
 # its nodes leave the job, unless another live caller waits for them.
 CALLER_LEASE = 10.0
 LEASE_CHECK_EVERY = 1.0
+NODE_DEATH_WAIT = 45.0  # Ray's health checks mark a dead node within ~30 s
 DRAIN_SECONDS = 10.0  # a cancelled job hands what it already read to the nodes, this long at most
 
 
@@ -98,7 +99,13 @@ class SchedulerActor:
         while True:
             job_id = self._running.get(fingerprint)
             if job_id is not None:
-                return job_id
+                running = self._jobs[job_id]
+                if not running.ending or running.runner is None:
+                    return job_id
+                # It is closing: joining it now would be too late; wait for it to
+                # close, then lead a new job (its nodes' caches serve that one).
+                await asyncio.shield(running.runner)
+                continue
             if dest:
                 self._check_writer(fingerprint, dest, frozenset(nodes or ()))
             pending = self._claims.get(fingerprint)
@@ -169,6 +176,10 @@ class SchedulerActor:
             return self._spawn_seed(fetches)
         seed, self._standby = self._standby, None
         return seed
+
+    def current_epoch(self) -> str:
+        """This incarnation's id (peers drop jobs of an earlier, dead one)."""
+        return self.epoch
 
     def standby_seed(self) -> Any:
         """The seed the next job gets (starting, or started); None if there is none."""
@@ -297,7 +308,7 @@ class SchedulerActor:
         tasks = list(job.tasks.values())
         state = job.state
         assert state is not None
-        calls = {n: h.offer.remote(job.job_id, tasks) for n, h in job.holders.items()}
+        calls = {n: h.offer.remote(job.job_id, tasks, self.epoch) for n, h in job.holders.items()}
         for node, call in calls.items():
             try:
                 have: dict[str, list[int]] = await call
@@ -319,7 +330,10 @@ class SchedulerActor:
             try:
                 have: dict[str, list[int]] = await call
             except Exception as exc:
-                job.fail_node(node, describe(exc))
+                if await _node_left(node, exc):
+                    job.skip_node(node, "left the cluster")
+                    continue
+                job.fail_node(node, exc)
                 continue
             wants = [t.task_id for t in tasks if len(have.get(t.task_id, ())) < t.num_pieces]
             state.add_peer(node, wants)
@@ -416,7 +430,7 @@ class SchedulerActor:
         state.finish(a)
         failed = result.get("file_corrupt") or result.get("file_unplaced")
         if failed:
-            job.fail_node(a.peer, failed)
+            job.fail_node(a.peer, failed, 4 if "file_corrupt" in result else 5)
             state.remove_holder(a.peer)
             return
         job.record_transfer(a, result["bytes"], result["file_done"])
@@ -444,7 +458,7 @@ class SchedulerActor:
         if a in state.in_flight():
             state.fail(a)
         if count >= MAX_PIECE_FAILURES:
-            job.fail_node(a.peer, describe(exc))
+            job.fail_node(a.peer, exc)
             state.remove_holder(a.peer)
 
     def _lose_seed(self, job: Job) -> None:
@@ -480,7 +494,7 @@ class SchedulerActor:
         still_wanted = {n for wanted, _ in job.leases.values() for n in wanted}
         leaving = {n for n in set(nodes) - still_wanted if not job.node_event(n).is_set()}
         for node in leaving:
-            job.fail_node(node, "cancelled by the caller")
+            job.fail_node(node, "cancelled by the caller", 130)
         if all(job.node_event(n).is_set() for n in job.peers):
             # Nobody waits any more: no more origin reads; pieces already read
             # still reach the nodes' caches (no hub cost, nothing placed at the
@@ -559,6 +573,20 @@ class SchedulerActor:
         for node in job.peers:
             if not job.node_event(node).is_set():
                 job.fail_node(node, job.error or "the job ended before this node completed")
+
+
+async def _node_left(node: str, exc: BaseException) -> bool:
+    """Whether a peer call failed because its node is gone (the cluster marks a
+    dead node within ``NODE_DEATH_WAIT``; until then it may look alive)."""
+    if not isinstance(exc, (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError)):
+        return False
+    deadline = time.monotonic() + NODE_DEATH_WAIT
+    while True:
+        if node not in {n["NodeID"] for n in alive_nodes()}:
+            return True
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.5)
 
 
 def _overlaps(a: str, b: str) -> bool:

@@ -21,13 +21,14 @@ import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from raydf.cluster.peer import SERVE_GROUP, SERVE_THREADS, PeerActor
-from raydf.cluster.placement import NAMESPACE, SEED_RESOURCE, alive_nodes, on_head
+from raydf.cluster.placement import NAMESPACE, SCHEDULER_NAME, SEED_RESOURCE, alive_nodes, on_head
 from raydf.cluster.scheduler import SchedulerActor
 from raydf.errors import ConfigError, RaydfError
 from raydf.options import Request
 
 __all__ = [
     "NAMESPACE",
+    "SCHEDULER_NAME",
     "SEED_RESOURCE",
     "connect",
     "existing_peers",
@@ -39,7 +40,6 @@ __all__ = [
     "unwrap",
 ]
 
-SCHEDULER_NAME = "raydf-scheduler"
 # Ray sockets on 127.0.0.1, no token file, no usage stats: safe defaults for a
 # cluster raydf starts by itself (a real cluster is started by its operator).
 _LOCAL_DEFAULTS = {
@@ -121,7 +121,8 @@ def scheduler() -> Any:
 def peer_for(node_id: str) -> Any:
     """The peer actor of ``node_id`` (hard node affinity), created on first use."""
     # Concurrency groups are a class option (``.options()`` refuses them).
-    return ray.remote(concurrency_groups={SERVE_GROUP: SERVE_THREADS})(PeerActor).options(
+    remote_class = ray.remote(concurrency_groups={SERVE_GROUP: SERVE_THREADS})  # type: ignore[call-overload]
+    return remote_class(PeerActor).options(
         name=f"raydf-peer-{node_id}",
         namespace=NAMESPACE,
         lifetime="detached",

@@ -9,6 +9,7 @@ against the hub emulator.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -228,3 +229,85 @@ def test_interrupted_at_half_a_rerun_reads_the_origin_at_most_1_15_times_the_rep
     assert hub.stats()["download_bytes"] <= 1.15 * size
     for node in cluster.node_ids:
         assert files_of(cluster.path_on(node, "/models/resume")) == files_of(src)
+
+
+def peer_snapshots(cluster: LocalCluster) -> dict[str, dict[str, Any]]:
+    return {n: ray.get(ray.get_actor(f"raydf-peer-{n}", namespace=NAMESPACE).snapshot.remote())
+            for n in cluster.node_ids}
+
+
+def test_peers_drop_the_jobs_of_a_scheduler_that_died_and_gc_is_not_busy_for_ever(
+    cluster: LocalCluster, hub: HubEmulator, hub_root: Path, slower_origin: None,
+) -> None:
+    make_model(hub_root, "org/schedlost", shard_sizes=[64 * MiB], seed=12)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        future = pool.submit(raydf.fanout, "hf://org/schedlost", "/models/schedlost",
+                             hf_endpoint=hub.hf_endpoint)
+        running = wait_until("the job to receive pieces",
+                             lambda: (j := job_of("hf://org/schedlost")) and any(j["received"].values())
+                             and j)
+        ray.kill(ray.get_actor(SCHEDULER_NAME, namespace=NAMESPACE))
+        with pytest.raises(RaydfError, match="scheduler died"):
+            future.result(timeout=120)
+    assert all(running["job_id"] in s["jobs"] for s in peer_snapshots(cluster).values())
+    # No new job has come: `raydf cache gc` must still not find the dead job's files busy.
+    from raydf.admin import cache_command
+
+    results = cache_command("gc", None, local=False)
+    assert all("skipped_busy" not in r for node, r in results.items() if node in cluster.node_ids)
+    assert all(running["job_id"] not in s["jobs"] for s in peer_snapshots(cluster).values())
+
+
+def test_a_cache_folder_removed_under_running_peers_is_recreated_for_the_next_jobs(
+    cluster: LocalCluster, hub: HubEmulator, hub_root: Path,
+) -> None:
+    src = repo(hub_root, "org/cachegone", {"a.bin": os.urandom(3 * MiB), "b.json": b"{}"})
+    first = raydf.fanout("hf://org/cachegone", "/models/cachegone", hf_endpoint=hub.hf_endpoint)
+    assert first.ok
+    for node in cluster.node_ids:
+        shutil.rmtree(cluster.node_root(node) / "cache")
+    other = repo(hub_root, "org/cachegone2", {"c.bin": os.urandom(2 * MiB)})
+    after = raydf.fanout("hf://org/cachegone2", "/models/cachegone2", hf_endpoint=hub.hf_endpoint)
+    again = raydf.fanout("hf://org/cachegone", "/models/cachegone-again", hf_endpoint=hub.hf_endpoint)
+    assert after.ok, [n.error for n in after.nodes]
+    assert again.ok, [n.error for n in again.nodes]
+    for node in cluster.node_ids:
+        assert files_of(cluster.path_on(node, "/models/cachegone2")) == files_of(other)
+        assert files_of(cluster.path_on(node, "/models/cachegone-again")) == files_of(src)
+
+
+def test_a_full_disk_on_a_node_is_exit_5_before_the_transfer(
+    cluster: LocalCluster, hub: HubEmulator, hub_root: Path,
+) -> None:
+    repo(hub_root, "org/nospace", {"big.bin": os.urandom(8 * MiB), "small.json": b"{}"})
+    full = cluster.node_ids[0]
+    cache = cluster.node_root(full) / "cache"
+    cache.mkdir(parents=True, exist_ok=True)
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(cache)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("mounting a tmpfs needs privileges this machine does not give")
+    try:
+        caller = cli(cluster, hub, "hf://org/nospace", "-O", "/models/nospace", "-r")
+        _, err = caller.communicate(timeout=300)
+        assert caller.returncode == 5, err
+        assert "no space left" in err
+        assert not list(cache.rglob("*.partial"))
+        assert not (cluster.path_on(full, "/models/nospace") / "big.bin").exists()
+    finally:
+        subprocess.run(["umount", str(cache)], check=True)
+
+
+def test_a_rerun_right_after_a_node_died_skips_it_with_one_clear_line(
+    cluster: LocalCluster, hub: HubEmulator, hub_root: Path,
+) -> None:
+    # Last in this module: it removes a node of the shared cluster.
+    src = repo(hub_root, "org/nodegone", {"w.bin": os.urandom(2 * MiB), "c.json": b"{}"})
+    assert raydf.fanout("hf://org/nodegone", "/models/nodegone", hf_endpoint=hub.hf_endpoint).ok
+    alive, gone = cluster.node_ids
+    cluster.remove_node(gone)
+    caller = cli(cluster, hub, "hf://org/nodegone", "-O", "/models/nodegone-2", "-r", "--nodes", "all")
+    _, err = caller.communicate(timeout=300)
+    assert caller.returncode == 0, err
+    assert "RpcError" not in err and "Traceback" not in err
+    assert f"node {gone[:12]} left the cluster" in err
+    assert files_of(cluster.path_on(alive, "/models/nodegone-2")) == files_of(src)

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import random
+import shutil
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,7 +16,7 @@ from hypothesis import strategies as st
 
 from raydf.backends.base import RemoteFile
 from raydf.cache import InOrderDigests, NodeCache
-from raydf.errors import IntegrityError
+from raydf.errors import IntegrityError, StorageError
 from raydf.pieces import git_blob_sha1, pieces_of
 
 PIECE = 1000
@@ -75,3 +79,53 @@ def test_a_commit_with_a_wrong_digest_keeps_nothing(tmp_path: Path) -> None:
     feed(digests, data, [4, 3, 2, 1, 0])
     blob = cache.commit(partial, file, digests.result())
     assert blob == cache.blob(file) and blob.read_bytes() == data
+
+
+def a_file(size: int) -> RemoteFile:
+    return RemoteFile("model.bin", "model.bin", size, sha256="ab" * 32)
+
+
+def test_partials_of_another_host_sharing_the_cache_are_not_swept(tmp_path: Path) -> None:
+    cache = NodeCache(tmp_path / "cache")
+    # Written by a host that shares this cache folder (NFS, hostPath); its
+    # writer's pid means nothing here, alive or not.
+    theirs = cache.partials / f"sha256-{'ab' * 32}.otherhost-999999999-0123abcd.partial"
+    theirs.write_bytes(b"their work")
+    mine_dead = cache.new_partial(a_file(10))
+    dead = mine_dead.with_name(mine_dead.name.replace(f"-{os.getpid()}-", "-999999999-"))
+    mine_dead.rename(dead)
+    mine_alive = cache.new_partial(a_file(10))
+    assert cache.sweep_orphans() == 1
+    assert theirs.exists() and mine_alive.exists() and not dead.exists()
+
+
+def test_the_cache_folder_removed_under_a_running_peer_is_recreated(tmp_path: Path) -> None:
+    cache = NodeCache(tmp_path / "cache")
+    shutil.rmtree(cache.root)
+    data = b"y" * 3000
+    file = RemoteFile("w.bin", "w.bin", len(data), sha256=hashlib.sha256(data).hexdigest())
+    partial = cache.new_partial(file)
+    partial.write_bytes(data)
+    blob = cache.commit(partial, file)
+    assert blob.read_bytes() == data and cache.blob(file) == blob
+
+
+@pytest.fixture
+def tiny_tmpfs(tmp_path: Path) -> Iterator[Path]:
+    mount = tmp_path / "tmpfs"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)],
+                          capture_output=True)
+    if done.returncode != 0:
+        pytest.skip("mounting a tmpfs needs privileges this machine does not give")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=True)
+
+
+def test_a_file_larger_than_the_free_space_is_refused_before_any_byte_is_written(
+    tiny_tmpfs: Path,
+) -> None:
+    cache = NodeCache(tiny_tmpfs / "cache")
+    with pytest.raises(StorageError, match="no space left"):
+        cache.new_partial(a_file(8 * 2**20))
+    assert list(cache.partials.iterdir()) == []
