@@ -36,6 +36,8 @@ class Report:
     nodes: list[NodeReport] = field(default_factory=list)
     served: dict[str, int] = field(default_factory=dict)  # holder -> bytes it uploaded
     job_id: str = ""
+    # origin_requests by kind: "api", "resolve" (a file asked of the hub), "content" (CDN)
+    hub_requests: dict[str, int] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
