@@ -112,7 +112,9 @@ class RequestBudget:
     taken by requests still in flight are kept off what the next answer
     announces (those requests may not have been counted yet), which errs on
     the side of waiting. A 429's ``Retry-After`` empties the quota for
-    everyone until then.
+    everyone until then. Until the first answer to a kind came back, one
+    request of that kind goes out alone: a burst of threads must not spend a
+    budget before the hub had a chance to announce it.
     """
 
     def __init__(
@@ -125,6 +127,9 @@ class RequestBudget:
         self._lock = threading.Lock()
         self._quotas: dict[str, _Quota] = {}
         self._named: dict[str, str] = {}  # request kind -> quota name the hub gave
+        self._learned: set[str] = set()  # kinds whose first answer came back
+        self._probing: set[str] = set()  # kinds whose first request is out
+        self._answered = threading.Condition(self._lock)
         self.waited_s = 0.0
 
     def __repr__(self) -> str:
@@ -140,6 +145,12 @@ class RequestBudget:
         """
         while True:
             with self._lock:
+                if kind not in self._learned:
+                    if kind in self._probing:
+                        self._answered.wait()
+                        continue
+                    self._probing.add(kind)
+                    return None
                 name = self._named.get(kind)
                 quota = self._quotas.get(name) if name is not None else None
                 if quota is None:
@@ -166,6 +177,11 @@ class RequestBudget:
         with self._lock:
             if taken is not None:
                 self._quotas[taken].in_flight -= 1
+            if kind in self._probing:
+                self._probing.discard(kind)
+                if response is not None:
+                    self._learned.add(kind)
+                self._answered.notify_all()
             if response is None:
                 return
             if announced is not None:
