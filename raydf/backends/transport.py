@@ -189,8 +189,15 @@ class RequestBudget:
                 self._named[kind] = name
                 quota = self._quotas.setdefault(name, _Quota())
                 quota.limit = _policy_quota(response, name) or quota.limit
-                quota.remaining = max(0, remaining - quota.in_flight)
-                quota.reset_at = self._clock() + reset_s
+                now = self._clock()
+                left = max(0, remaining - quota.in_flight)
+                if quota.remaining is None or not quota.reset_at or now >= quota.reset_at:
+                    quota.remaining, quota.reset_at = left, now + reset_s
+                else:
+                    # Same window: answers arrive out of order, and an older one
+                    # (more left, a later reset) must not undo a newer one.
+                    quota.remaining = min(quota.remaining, left)
+                    quota.reset_at = min(quota.reset_at, now + reset_s)
             if response.status_code == 429:
                 refused = self._named.get(kind)
                 hint = _server_hint(response)
