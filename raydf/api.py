@@ -8,6 +8,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
+from raydf.backends.base import hub_requests
 from raydf.cache import NodeCache, node_path
 from raydf.cluster.job import describe
 from raydf.errors import FanoutError
@@ -227,6 +228,7 @@ def download_here(request: Request, *, progress: bool = False) -> Report:
         result = download(plan, backend, dest, NodeCache(), on_bytes=bar.advance)
         bar.close()
         requests = backend.requests
+        by_kind = hub_requests(backend)
     finally:
         backend.close()
     return Report(
@@ -236,6 +238,7 @@ def download_here(request: Request, *, progress: bool = False) -> Report:
         bytes=plan.total_bytes,
         origin_bytes=result.origin_bytes,
         origin_requests=requests,
+        hub_requests=by_kind,
         p2p_bytes=0,
         seconds=time.monotonic() - started,
         nodes=[NodeReport("local", str(node_path(request.dest)), plan.total_bytes,

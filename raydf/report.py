@@ -38,6 +38,8 @@ class Report:
     served: dict[str, int] = field(default_factory=dict)  # holder -> bytes it uploaded
     skipped: dict[str, str] = field(default_factory=dict)  # node -> why it is no target any more
     job_id: str = ""
+    # origin_requests by kind: "api", "resolve" (a file asked of the hub), "content" (CDN)
+    hub_requests: dict[str, int] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:

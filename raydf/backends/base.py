@@ -19,6 +19,7 @@ __all__ = [
     "BackendOptions",
     "RemoteFile",
     "Secret",
+    "hub_requests",
     "resolves",
     "safe_relative_path",
     "under_source",
@@ -128,6 +129,16 @@ class Backend(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+def hub_requests(backend: Backend) -> dict[str, int]:
+    """Origin requests by kind (``api``, ``resolve``, ``content``) for the report.
+
+    The hub backends count each kind; any other backend's requests all fetch
+    content.
+    """
+    by_kind = getattr(backend, "requests_by_kind", None)
+    return dict(by_kind) if isinstance(by_kind, dict) else {"content": backend.requests}
 
 
 def resolves(resolve: Callable[[], object], missing: tuple[type[Exception], ...]) -> bool:

@@ -73,7 +73,7 @@ class HttpBackend:
         return self.list_files(commit)[0]
 
     def read_into(self, commit: str, repo_path: str, start: int, buffer: memoryview) -> None:
-        self._http.read_range(self._url, start, buffer, total=self._size)
+        self._http.read_range(self._url, start, buffer, total=self._size, kind="content")
 
     def exists(self) -> bool:
         return resolves(self.resolve, (EntryNotFound,))

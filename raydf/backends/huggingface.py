@@ -13,18 +13,33 @@ commit via ``/api/{type}/{repo}/revision/{rev}``; the listing comes from the
 paginated tree API at that commit, so sizes and digests are exact (Dragonfly's
 listing is not). Digests: LFS files carry their sha256, regular files their
 git blob sha1; both are verified.
+
+Against Xet storage and rate limits, as ``huggingface_hub`` does: size and
+digest come from the listing (and the hub's own redirect answer), never from
+a HEAD on the CDN or Xet bridge, whose presigned urls are for GET only. Each
+LFS file costs one ``HEAD /resolve/`` on the hub, which answers with a
+redirect that is not followed but remembered and reused for every piece of
+the file until it expires (or the bridge answers 403); a regular file is read
+from ``/resolve/`` directly, one request per piece. A renamed repo's 307 is
+followed on the hub. The transport keeps the hub's announced budget.
 """
 
 from __future__ import annotations
 
 import threading
 from typing import Any, ClassVar
-from urllib.parse import quote
+from urllib.parse import quote, urljoin
 
 import httpx
 
 from raydf.backends.base import BackendOptions, RemoteFile, resolves, under_source
-from raydf.backends.transport import HubTransport, RetryPolicy
+from raydf.backends.transport import (
+    STALL_TIMEOUT_S,
+    HubTransport,
+    RetryPolicy,
+    expires_at,
+    expiring,
+)
 from raydf.errors import (
     AccessDenied,
     AuthError,
@@ -53,7 +68,8 @@ class HuggingFaceBackend:
     ENV_ENDPOINT: ClassVar[str] = "HF_ENDPOINT"
 
     def __init__(
-        self, source: Source, options: BackendOptions, *, retry: RetryPolicy = RetryPolicy()
+        self, source: Source, options: BackendOptions, *, retry: RetryPolicy = RetryPolicy(),
+        stall_timeout: float = STALL_TIMEOUT_S,
     ) -> None:
         if source.scheme != self.SCHEME:
             raise InvalidURL(f"{source} is not an hf:// URL")
@@ -66,12 +82,16 @@ class HuggingFaceBackend:
             auth_headers=lambda t: {"Authorization": f"Bearer {t}"},
             describe=self._describe,
             retry=retry,
+            stall_timeout=stall_timeout,
         )
         self._authenticated = bool(options.token)
-        # resolve/<commit>/<path> answers LFS files with a redirect to the CDN;
-        # remembering where each file is served saves hub requests per piece.
-        self._located: dict[tuple[str, str], str] = {}
+        # resolve/<commit>/<path> answers LFS files with a redirect to the CDN or
+        # Xet bridge; remembering it (and when it expires) per file saves a hub
+        # request per piece. One lock per file: concurrent pieces ask once.
+        self._located: dict[tuple[str, str], tuple[str, float | None]] = {}
+        self._locate_locks: dict[tuple[str, str], threading.Lock] = {}
         self._locate_lock = threading.Lock()
+        self._regular: set[str] = set()  # repo paths the listing shows outside LFS
 
     def __repr__(self) -> str:
         return f"<HuggingFaceBackend {self.source} @ {self.revision} via {self._http.endpoint}>"
@@ -79,6 +99,11 @@ class HuggingFaceBackend:
     @property
     def requests(self) -> int:
         return self._http.requests
+
+    @property
+    def requests_by_kind(self) -> dict[str, int]:
+        """Requests so far by kind: ``api``, ``resolve``, ``content`` (CDN/bridge)."""
+        return dict(self._http.requests_by_kind)
 
     def resolve(self) -> str:
         rev = quote(self.revision, safe="")
@@ -112,6 +137,7 @@ class HuggingFaceBackend:
             raise HubError(f"{self._http.endpoint} listed {repo_path!r} with size {size!r}")
         if lfs:
             return RemoteFile(relative, repo_path, size, sha256=str(lfs.get("oid")))
+        self._regular.add(repo_path)
         return RemoteFile(relative, repo_path, size, git_sha1=str(entry.get("oid")))
 
     def _tree(self, commit: str) -> list[dict[str, Any]]:
@@ -136,28 +162,44 @@ class HuggingFaceBackend:
         raise EntryNotFound(f"{self.source}: no file {repo_path!r} at {commit}")
 
     def read_into(self, commit: str, repo_path: str, start: int, buffer: memoryview) -> None:
-        try:
-            self._http.read_range(self._locate(commit, repo_path), start, buffer)
-        except (AccessDenied, AuthError, EntryNotFound, RepoNotFound):
-            # A signed CDN link expires (403/404): forget it and ask the hub again.
-            self._http.read_range(self._locate(commit, repo_path, stale=True), start, buffer)
-
-    def _locate(self, commit: str, repo_path: str, *, stale: bool = False) -> str:
-        """Where the bytes of a file are served: the hub itself, or the CDN for LFS.
-
-        One HEAD per file, however many pieces are fetched at once.
-        """
         key = (commit, repo_path)
+        url = self._locate(key)
+        try:
+            served = self._http.read_range(url, start, buffer)
+        except (AccessDenied, AuthError, EntryNotFound, RepoNotFound):
+            # A signed link expired (403/404): forget it and ask the hub again.
+            url = self._locate(key, stale=url)
+            served = self._http.read_range(url, start, buffer)
+        if served != url:  # redirected on the way (a renamed repo): go there next time
+            with self._locate_lock:
+                self._located[key] = (served, expires_at(served))
+
+    def _locate(self, key: tuple[str, str], *, stale: str | None = None) -> str:
+        """Where the bytes of a file are served: the hub itself, or its CDN / Xet bridge.
+
+        A regular file (as listed) is read from ``/resolve/`` itself, with no
+        request here. An LFS file costs one ``HEAD`` on the hub, whose redirect
+        is read, not followed: the bridge's presigned url is for GET only.
+        """
         with self._locate_lock:
-            if stale:
-                self._located.pop(key, None)
-            if key not in self._located:
-                prefix = "" if self.source.repo_type == "models" else self.source.repo_type + "/"
-                url = (f"{self._http.endpoint}/{prefix}{self.source.repo_id}/resolve/{commit}/"
-                       f"{quote(repo_path)}")
-                with self._http.open("HEAD", url) as response:
-                    self._located[key] = str(response.url)
-            return self._located[key]
+            lock = self._locate_locks.setdefault(key, threading.Lock())
+        with lock:
+            with self._locate_lock:
+                found = self._located.get(key)
+            if found is not None and found[0] != stale and not expiring(found[1]):
+                return found[0]
+            commit, repo_path = key
+            prefix = "" if self.source.repo_type == "models" else self.source.repo_type + "/"
+            url = (f"{self._http.endpoint}/{prefix}{self.source.repo_id}/resolve/{commit}/"
+                   f"{quote(repo_path)}")
+            if repo_path not in self._regular or stale is not None:
+                with self._http.open("HEAD", url, kind="resolve", stay_on_hub=True) as response:
+                    location = response.headers.get("Location")
+                    url = (urljoin(str(response.url), location) if response.is_redirect
+                           and location else str(response.url))
+            with self._locate_lock:
+                self._located[key] = (url, expires_at(url))
+            return url
 
     def exists(self) -> bool:
         return resolves(self.resolve, (RepoNotFound, RevisionNotFound))

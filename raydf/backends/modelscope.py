@@ -9,22 +9,44 @@ Auth: ``--ms-token`` or ``MODELSCOPE_API_TOKEN``, sent as ``Authorization:
 Bearer`` and as the ``m_session_id`` cookie, to the hub endpoint only
 (``--ms-endpoint`` / ``MODELSCOPE_ENDPOINT``, default https://modelscope.cn);
 a redirect to object storage never carries it. Revision: ``--ms-revision``
-(branch, tag or commit; default ``master``), resolved once to a commit.
+(branch, tag or commit; default ``master``).
+
+As the official client (modelscope 1.40.2 / modelscope_hub 0.5.1) reads the
+hub: the revision is sent as ``Revision`` exactly as given (a branch or tag
+name, or a commit id), on the listing and on every download; the commit it
+names is looked up once in ``/revisions`` (a branch's or tag's ``CommitId``;
+a commit id, full or a unique prefix, stands for itself) and is what the
+report and the cache are keyed by. A dataset has no revisions API: its commit
+is the ``CommitId`` of its tree entries (their ``Revision`` is the revision
+asked for). Datasets are listed by ``owner/name`` (``/api/v1/datasets/{o}/
+{n}/repo/tree``, as 1.40.2 does; only the legacy 1.37 client used numeric
+ids), in pages of 100 (the server's cap), until ``TotalCount`` entries came.
 Every answer comes in the ``{Code, Data, Message, Success}`` envelope; the
 listing's ``Sha256`` is verified for every file (Dragonfly ignores it), and a
 model listing cut at the server's 3000-entry cap is walked per directory.
+Large files redirect to object storage: that 302 is read once per file with
+a ``HEAD`` (as the official client probes it) and its target reused for every
+piece until it expires or answers 403, so hub requests grow with files, not
+pieces.
 """
 
 from __future__ import annotations
 
 import re
+import threading
 from typing import Any, ClassVar
-from urllib.parse import quote
+from urllib.parse import quote, urljoin
 
 import httpx
 
 from raydf.backends.base import BackendOptions, RemoteFile, resolves, under_source
-from raydf.backends.transport import HubTransport, RetryPolicy
+from raydf.backends.transport import (
+    STALL_TIMEOUT_S,
+    HubTransport,
+    RetryPolicy,
+    expires_at,
+    expiring,
+)
 from raydf.errors import (
     AccessDenied,
     AuthError,
@@ -41,9 +63,10 @@ __all__ = ["ModelScopeBackend"]
 DEFAULT_ENDPOINT = "https://modelscope.cn"
 DEFAULT_REVISION = "master"
 FILES_LIMIT = 3000  # the server cuts a models listing here without saying so
-DATASET_PAGE = 200
+DATASET_PAGE = 100  # the server caps dataset tree pages here, whatever PageSize says
 _TOKEN_HINT = "set MODELSCOPE_API_TOKEN or pass --ms-token"
 _COMMIT = re.compile(r"[0-9a-f]{40}\Z")
+_SHORT_COMMIT = re.compile(r"[0-9a-f]{7,40}\Z")
 
 
 class ModelScopeBackend:
@@ -55,7 +78,8 @@ class ModelScopeBackend:
     ENV_ENDPOINT: ClassVar[str] = "MODELSCOPE_ENDPOINT"
 
     def __init__(
-        self, source: Source, options: BackendOptions, *, retry: RetryPolicy = RetryPolicy()
+        self, source: Source, options: BackendOptions, *, retry: RetryPolicy = RetryPolicy(),
+        stall_timeout: float = STALL_TIMEOUT_S,
     ) -> None:
         if source.scheme != self.SCHEME:
             raise InvalidURL(f"{source} is not a modelscope:// URL")
@@ -70,7 +94,14 @@ class ModelScopeBackend:
             auth_headers=lambda t: {"Authorization": f"Bearer {t}", "Cookie": f"m_session_id={t}"},
             describe=self._describe,
             retry=retry,
+            stall_timeout=stall_timeout,
         )
+        # Where each file's bytes are served (the hub, or object storage behind
+        # its 302) and until when; one lock per file so concurrent pieces ask once.
+        self._located: dict[str, tuple[str, float | None]] = {}
+        self._locate_locks: dict[str, threading.Lock] = {}
+        self._locate_lock = threading.Lock()
+        self._large: set[str] = set()  # repo paths the listing marks IsLFS
 
     def __repr__(self) -> str:
         return f"<ModelScopeBackend {self.source} @ {self.revision} via {self._http.endpoint}>"
@@ -78,6 +109,11 @@ class ModelScopeBackend:
     @property
     def requests(self) -> int:
         return self._http.requests
+
+    @property
+    def requests_by_kind(self) -> dict[str, int]:
+        """Requests so far by kind: ``api``, ``resolve`` (``/repo``), ``content`` (storage)."""
+        return dict(self._http.requests_by_kind)
 
     def _data(self, path: str, params: dict[str, Any] | None = None) -> Any:
         body = self._http.get_json(path, params)
@@ -90,25 +126,39 @@ class ModelScopeBackend:
 
     def resolve(self) -> str:
         if self._dataset:
-            # Datasets have no revisions API; a listing names its commit per file.
-            files = self._dataset_page(self.revision, 1, 1, root=None)
-            commit = files[0].get("Revision") if files else None
-            return commit if isinstance(commit, str) and commit else self.revision
+            # Datasets have no revisions API; a listing names its commit per file
+            # as CommitId (Revision is the revision that was asked for).
+            files, _ = self._dataset_page(self.revision, 1, 1, root=None)
+            for name in ("CommitId", "Revision"):
+                commit = files[0].get(name) if files else None
+                if isinstance(commit, str) and _COMMIT.match(commit):
+                    return commit
+            return self.revision
         data = self._data(f"{self._base}/revisions")
         revision_map = (data or {}).get("RevisionMap") or {}
-        for kind in ("Branches", "Tags"):
-            for entry in revision_map.get(kind) or []:
-                if entry.get("Revision") == self.revision and entry.get("CommitId"):
-                    return str(entry["CommitId"])
+        named = [e for kind in ("Branches", "Tags") for e in revision_map.get(kind) or []
+                 if isinstance(e, dict)]
+        for entry in named:
+            if entry.get("Revision") == self.revision and entry.get("CommitId"):
+                return str(entry["CommitId"])
         if _COMMIT.match(self.revision):
             return self.revision
+        if _SHORT_COMMIT.match(self.revision):
+            # A short commit id (as raydf prints them) names the one commit it starts.
+            commits = {str(e["CommitId"]) for e in named
+                       if str(e.get("CommitId") or "").startswith(self.revision)}
+            if len(commits) == 1:
+                return commits.pop()
         raise RevisionNotFound(
             f"{self.source} has no revision {self.revision!r}; pass an existing branch, tag or "
             "commit with --ms-revision"
         )
 
     def list_files(self, commit: str) -> list[RemoteFile]:
-        entries = self._dataset_files(commit) if self._dataset else self._model_files(commit)
+        # The revision goes out as given, as the official client sends it; ``commit``
+        # is what it named when resolved (the report's and the cache's key).
+        revision = self.revision
+        entries = self._dataset_files(revision) if self._dataset else self._model_files(revision)
         prefix = self.source.path
         files = []
         for entry in entries:
@@ -122,24 +172,26 @@ class ModelScopeBackend:
             if not isinstance(size, int) or size < 0:
                 raise HubError(f"{self._http.endpoint} listed {repo_path!r} with size {size!r}")
             sha = entry.get("Sha256") or None
+            if entry.get("IsLFS"):
+                self._large.add(str(repo_path))
             files.append(RemoteFile(relative, str(repo_path), size, sha256=sha))
         if prefix and not files:
             raise EntryNotFound(f"{self.source}: no file or folder {prefix!r} at {self.revision}")
         return files
 
-    def _model_files(self, commit: str) -> list[dict[str, Any]]:
+    def _model_files(self, revision: str) -> list[dict[str, Any]]:
         found: dict[str, dict[str, Any]] = {}
         roots: list[str | None] = [None]
         recursive = True
         while roots:
             next_roots: list[str | None] = []
             for root in roots:
-                listed = self._model_page(commit, root, recursive)
+                listed = self._model_page(revision, root, recursive)
                 for entry in listed:
                     found.setdefault(str(entry.get("Path")), entry)
                 if len(listed) >= FILES_LIMIT:
                     # Cut at the cap: list this level alone and walk its folders.
-                    shallow = listed if not recursive else self._model_page(commit, root, False)
+                    shallow = listed if not recursive else self._model_page(revision, root, False)
                     if len(shallow) >= FILES_LIMIT:
                         raise HubError(
                             f"{self.source}: ModelScope lists at most {FILES_LIMIT} entries and "
@@ -154,30 +206,38 @@ class ModelScopeBackend:
             roots, recursive = next_roots, True
         return list(found.values())
 
-    def _model_page(self, commit: str, root: str | None, recursive: bool) -> list[dict[str, Any]]:
-        params = {"Revision": commit, "Recursive": str(recursive)}
+    def _model_page(self, revision: str, root: str | None, recursive: bool) -> list[dict[str, Any]]:
+        params = {"Revision": revision, "Recursive": str(recursive)}
         if root:
             params["Root"] = root
         return _files_of(self._data(f"{self._base}/repo/files", params))
 
-    def _dataset_files(self, commit: str) -> list[dict[str, Any]]:
+    def _dataset_files(self, revision: str) -> list[dict[str, Any]]:
+        """Every page: until ``TotalCount`` entries came, else until a short page.
+
+        Pages are asked for at the server's cap (100), so a full page never
+        looks like the last one (1.40.2 asks for 200 and stops at a shorter one).
+        """
         entries: list[dict[str, Any]] = []
         page = 1
         while True:
-            files = self._dataset_page(commit, page, DATASET_PAGE, root=None)
+            files, total = self._dataset_page(revision, page, DATASET_PAGE, root=None)
             entries.extend(files)
-            if len(files) < DATASET_PAGE:
+            if not files or (total is not None and len(entries) >= total) or (
+                    total is None and len(files) < DATASET_PAGE):
                 return entries
             page += 1
 
     def _dataset_page(
         self, revision: str, page: int, size: int, root: str | None
-    ) -> list[dict[str, Any]]:
+    ) -> tuple[list[dict[str, Any]], int | None]:
         params: dict[str, Any] = {"Revision": revision, "Recursive": "True",
                                   "PageNumber": page, "PageSize": size}
         if root:
             params["Root"] = root
-        return _files_of(self._data(f"{self._base}/repo/tree", params))
+        data = self._data(f"{self._base}/repo/tree", params)
+        total = data.get("TotalCount") if isinstance(data, dict) else None
+        return _files_of(data), total if isinstance(total, int) else None
 
     def stat(self, commit: str, repo_path: str) -> RemoteFile:
         for f in self.list_files(commit):
@@ -186,11 +246,38 @@ class ModelScopeBackend:
         raise EntryNotFound(f"{self.source}: no file {repo_path!r} at {commit}")
 
     def read_into(self, commit: str, repo_path: str, start: int, buffer: memoryview) -> None:
-        self._http.read_range(
-            f"{self._base}/repo?Revision={quote(commit, safe='')}&FilePath={quote(repo_path, safe='')}",
-            start,
-            buffer,
-        )
+        url = self._locate(repo_path)
+        try:
+            self._http.read_range(url, start, buffer)
+        except (AccessDenied, AuthError, EntryNotFound, RepoNotFound):
+            if url.startswith(self._http.endpoint + "/"):
+                raise  # the hub itself refused: nothing to refresh
+            # The signed storage link expired (403/404): ask the hub again.
+            self._http.read_range(self._locate(repo_path, stale=url), start, buffer)
+
+    def _locate(self, repo_path: str, *, stale: str | None = None) -> str:
+        """The hub's ``/repo`` url, or for a large file where its 302 points.
+
+        The redirect is read with a ``HEAD`` that is not followed (as the
+        official client probes it) and reused for every piece of the file.
+        """
+        with self._locate_lock:
+            lock = self._locate_locks.setdefault(repo_path, threading.Lock())
+        with lock:
+            with self._locate_lock:
+                found = self._located.get(repo_path)
+            if found is not None and found[0] != stale and not expiring(found[1]):
+                return found[0]
+            url = (f"{self._http.endpoint}{self._base}/repo?Revision="
+                   f"{quote(self.revision, safe='')}&FilePath={quote(repo_path, safe='')}")
+            if repo_path in self._large or stale is not None:
+                with self._http.open("HEAD", url, kind="resolve", stay_on_hub=True) as response:
+                    location = response.headers.get("Location")
+                    if response.is_redirect and location:
+                        url = urljoin(str(response.url), location)
+            with self._locate_lock:
+                self._located[repo_path] = (url, expires_at(url))
+            return url
 
     def exists(self) -> bool:
         return resolves(self.resolve, (RepoNotFound, RevisionNotFound))

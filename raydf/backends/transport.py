@@ -6,6 +6,16 @@
 * **Retries.** 408, 429, 5xx, timeouts and dropped connections are retried
   with capped exponential backoff (1 s doubling to 8 s, 5 retries, as the
   official clients do) that honours ``Retry-After`` and ``RateLimit: ...;t=N``.
+* **Budget.** The hubs announce what is left of a quota on every answer
+  (``RateLimit: "resolvers";r=<left>;t=<seconds to reset>``, the IETF draft
+  the Hub uses). :class:`RequestBudget` keeps that per quota, shared by every
+  thread of the seed, and holds a request back until the window resets
+  rather than spend one the hub would refuse with a 429.
+* **Stalls.** A stream that sends no byte for ``stall_timeout`` seconds (Xet
+  bridges do) is cut by httpx's read timeout and retried like a dropped one.
+* **Kinds.** Requests are counted by kind: ``api`` (listings, revisions),
+  ``resolve`` (a file asked of the hub: HF ``/resolve/``, ModelScope
+  ``/repo``), ``content`` (bytes from another host: a CDN or Xet bridge).
 * **Ranged reads.** A ranged GET must come back as ``206`` with the exact
   ``Content-Range`` and length asked for; a ``200`` (the range was ignored)
   is accepted only when the whole file was asked for. Anything else is an
@@ -22,21 +32,35 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import parse_qs, urljoin, urlsplit
 
 import httpx
 
 from raydf.backends.base import Secret
 from raydf.errors import HubError, IntegrityError, OriginUnavailable, RateLimited
 
-__all__ = ["HubTransport", "RetryPolicy"]
+__all__ = [
+    "KINDS",
+    "STALL_TIMEOUT_S",
+    "HubTransport",
+    "RequestBudget",
+    "RetryPolicy",
+    "expires_at",
+    "expiring",
+]
 
 _RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 _REDIRECT_STATUS = frozenset({301, 302, 303, 307, 308})
 _MAX_REDIRECTS = 5
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 _RATELIMIT_T = re.compile(r"\bt=(\d+)")
+_RATELIMIT = re.compile(r'^\s*"([^"]*)"\s*;(.*)$')
+_POLICY_QUOTA = re.compile(r'"([^"]*)"\s*;\s*q=(\d+)')
+KINDS = ("api", "resolve", "content")
+STALL_TIMEOUT_S = 20.0
+EXPIRY_MARGIN_S = 60.0  # ask the hub again this long before a signed url expires
 
 
 @dataclass(frozen=True)
@@ -67,6 +91,164 @@ def _server_hint(response: httpx.Response) -> float | None:
     return float(match.group(1)) if match else None
 
 
+@dataclass
+class _Quota:
+    """One quota the hub named: what is left of it and when it resets."""
+
+    remaining: int | None = None  # None: not announced (yet), nothing held back
+    reset_at: float = 0.0
+    limit: int | None = None  # from RateLimit-Policy ``q=``, the size of a fresh window
+    in_flight: int = 0
+
+
+class RequestBudget:
+    """What the hub says is left of each of its quotas, shared by all threads.
+
+    The hub names the quota a request counts against in the ``RateLimit``
+    header of its answer (``"api"``, ``"resolvers"``); requests of one kind
+    (:data:`KINDS`) count against the quota their answers named. Before a
+    request is sent, :meth:`acquire` takes one unit; when none is left it
+    waits until the announced reset, so the hub never has to refuse. Units
+    taken by requests still in flight are kept off what the next answer
+    announces (those requests may not have been counted yet), which errs on
+    the side of waiting. A 429's ``Retry-After`` empties the quota for
+    everyone until then. Until the first answer to a kind came back, one
+    request of that kind goes out alone: a burst of threads must not spend a
+    budget before the hub had a chance to announce it.
+    """
+
+    def __init__(
+        self,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._clock = clock
+        self._sleep = sleep
+        self._lock = threading.Lock()
+        self._quotas: dict[str, _Quota] = {}
+        self._named: dict[str, str] = {}  # request kind -> quota name the hub gave
+        self._learned: set[str] = set()  # kinds whose first answer came back
+        self._probing: set[str] = set()  # kinds whose first request is out
+        self._answered = threading.Condition(self._lock)
+        self.waited_s = 0.0
+
+    def __repr__(self) -> str:
+        with self._lock:
+            parts = [f"{name}: {q.remaining if q.remaining is not None else '?'} left"
+                     for name, q in sorted(self._quotas.items())]
+        return f"<RequestBudget {', '.join(parts) or 'nothing announced'}>"
+
+    def acquire(self, kind: str) -> str | None:
+        """Take one unit for a request of ``kind``, waiting for a reset if none is left.
+
+        Returns the quota's name (to give back to :meth:`settle`), or None.
+        """
+        while True:
+            with self._lock:
+                if kind not in self._learned:
+                    if kind in self._probing:
+                        self._answered.wait()
+                        continue
+                    self._probing.add(kind)
+                    return None
+                name = self._named.get(kind)
+                quota = self._quotas.get(name) if name is not None else None
+                if quota is None:
+                    return None
+                now = self._clock()
+                if quota.remaining is not None and now >= quota.reset_at and quota.reset_at:
+                    # The window the last answer spoke of is over.
+                    quota.remaining = (None if quota.limit is None
+                                       else max(0, quota.limit - quota.in_flight))
+                    quota.reset_at = 0.0
+                if quota.remaining is None or quota.remaining > 0:
+                    if quota.remaining is not None:
+                        quota.remaining -= 1
+                    quota.in_flight += 1
+                    return name
+                wait = max(0.0, quota.reset_at - now)
+            self._sleep(wait)
+            with self._lock:
+                self.waited_s += wait
+
+    def settle(self, kind: str, taken: str | None, response: httpx.Response | None) -> None:
+        """Give back what :meth:`acquire` took, and learn from the hub's answer."""
+        announced = _rate_limit(response) if response is not None else None
+        with self._lock:
+            if taken is not None:
+                self._quotas[taken].in_flight -= 1
+            if kind in self._probing:
+                self._probing.discard(kind)
+                if response is not None:
+                    self._learned.add(kind)
+                self._answered.notify_all()
+            if response is None:
+                return
+            if announced is not None:
+                name, remaining, reset_s = announced
+                self._named[kind] = name
+                quota = self._quotas.setdefault(name, _Quota())
+                quota.limit = _policy_quota(response, name) or quota.limit
+                now = self._clock()
+                left = max(0, remaining - quota.in_flight)
+                if quota.remaining is None or not quota.reset_at or now >= quota.reset_at:
+                    quota.remaining, quota.reset_at = left, now + reset_s
+                else:
+                    # Same window: answers arrive out of order, and an older one
+                    # (more left, a later reset) must not undo a newer one.
+                    quota.remaining = min(quota.remaining, left)
+                    quota.reset_at = min(quota.reset_at, now + reset_s)
+            if response.status_code == 429:
+                refused = self._named.get(kind)
+                hint = _server_hint(response)
+                if refused is not None and hint is not None:
+                    quota = self._quotas[refused]
+                    quota.remaining = 0
+                    quota.reset_at = max(quota.reset_at, self._clock() + hint)
+
+
+def _rate_limit(response: httpx.Response) -> tuple[str, int, float] | None:
+    """``(quota name, remaining, seconds to reset)`` from a ``RateLimit`` header."""
+    match = _RATELIMIT.match(response.headers.get("RateLimit", ""))
+    if not match:
+        return None
+    params = dict(p.strip().partition("=")[::2] for p in match.group(2).split(";") if "=" in p)
+    try:
+        return match.group(1), int(params["r"]), float(params["t"])
+    except (KeyError, ValueError):
+        return None
+
+
+def _policy_quota(response: httpx.Response, name: str) -> int | None:
+    for quoted, quota in _POLICY_QUOTA.findall(response.headers.get("RateLimit-Policy", "")):
+        if quoted == name:
+            return int(quota)
+    return None
+
+
+def expires_at(url: str) -> float | None:
+    """When a presigned url stops working (unix time), if it says so.
+
+    Reads ``Expires=`` (CloudFront, the Xet bridge, the emulator) and
+    ``X-Amz-Date`` + ``X-Amz-Expires`` (S3 presigned urls).
+    """
+    query = {k.lower(): v[0] for k, v in parse_qs(urlsplit(url).query).items()}
+    if query.get("expires", "").isdigit():
+        return float(query["expires"])
+    if query.get("x-amz-expires", "").isdigit() and "x-amz-date" in query:
+        try:
+            signed = datetime.strptime(query["x-amz-date"], "%Y%m%dT%H%M%SZ")
+        except ValueError:
+            return None
+        return signed.replace(tzinfo=timezone.utc).timestamp() + int(query["x-amz-expires"])
+    return None
+
+
+def expiring(when: float | None) -> bool:
+    """Whether a url that stops working at ``when`` should be asked for again now."""
+    return when is not None and time.time() >= when - EXPIRY_MARGIN_S
+
+
 def _origin(url: str) -> tuple[str, str, int | None]:
     parts = urlsplit(url)
     return (parts.scheme, parts.hostname or "", parts.port)
@@ -88,6 +270,7 @@ class HubTransport:
         describe: Callable[[httpx.Response], HubError],
         retry: RetryPolicy = RetryPolicy(),
         timeout: float = 60.0,
+        stall_timeout: float = STALL_TIMEOUT_S,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.endpoint = endpoint.rstrip("/")
@@ -97,13 +280,17 @@ class HubTransport:
         self._retry = retry
         self._sleep = sleep
         self._client = httpx.Client(
-            timeout=httpx.Timeout(timeout, connect=10.0),
+            # ``read`` bounds the wait for each next byte: a stalled stream is cut
+            # after ``stall_timeout`` s of silence and retried (see read_range).
+            timeout=httpx.Timeout(timeout, connect=10.0, read=stall_timeout),
             follow_redirects=False,
             limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
             headers={"User-Agent": "raydf/0.1"},
         )
         self._count_lock = threading.Lock()
         self.requests = 0
+        self.requests_by_kind: dict[str, int] = dict.fromkeys(KINDS, 0)
+        self.budget = RequestBudget(sleep=sleep)
 
     def __repr__(self) -> str:
         return f"<HubTransport {self.endpoint} auth={'yes' if self._auth else 'no'}>"
@@ -113,7 +300,7 @@ class HubTransport:
 
     def get_json(self, path_or_url: str, params: Mapping[str, Any] | None = None) -> Any:
         """GET a JSON document (following redirects); errors become HubError."""
-        with self.open("GET", path_or_url, params=params) as response:
+        with self.open("GET", path_or_url, params=params, kind="api") as response:
             response.read()
             return response.json()
 
@@ -126,13 +313,19 @@ class HubTransport:
         params: Mapping[str, Any] | None = None,
         headers: Mapping[str, str] | None = None,
         stream_check: Callable[[httpx.Response], None] | None = None,
+        kind: str = "api",
+        stay_on_hub: bool = False,
     ) -> Iterator[httpx.Response]:
         """Send a request with retries and redirects; yield the open, successful response.
 
         ``stream_check`` may raise :class:`IntegrityError` for a response that
-        looks successful but is not what was asked for.
+        looks successful but is not what was asked for. ``kind`` is what a
+        request to the hub counts as (:data:`KINDS`). ``stay_on_hub``: a
+        redirect to another host is not followed but yielded, as the official
+        clients read a file's metadata from the hub's own redirect answer.
         """
-        response = self._send(method, path_or_url, params, headers, stream_check)
+        response = self._send(method, path_or_url, params, headers, stream_check, kind,
+                              stay_on_hub)
         try:
             yield response
         finally:
@@ -145,12 +338,14 @@ class HubTransport:
         params: Mapping[str, Any] | None,
         headers: Mapping[str, str] | None,
         stream_check: Callable[[httpx.Response], None] | None,
+        kind: str = "api",
+        stay_on_hub: bool = False,
     ) -> httpx.Response:
         url = path_or_url if "://" in path_or_url else self.endpoint + path_or_url
         attempt = 0
         while True:
             try:
-                response = self._follow(method, url, params, headers)
+                response = self._follow(method, url, params, headers, kind, stay_on_hub)
             except (httpx.TimeoutException, httpx.TransportError) as exc:
                 if _tls_refused(exc):
                     raise OriginUnavailable(
@@ -191,22 +386,38 @@ class HubTransport:
         url: str,
         params: Mapping[str, Any] | None,
         headers: Mapping[str, str] | None,
+        kind: str = "api",
+        stay_on_hub: bool = False,
     ) -> httpx.Response:
         for _ in range(_MAX_REDIRECTS + 1):
             sent = dict(headers or {})
-            if _origin(url) == self._origin:
+            on_hub = _origin(url) == self._origin
+            if on_hub:
                 sent.update(self._auth)
             request = self._client.build_request(method, url, params=params, headers=sent)
+            counted = kind if on_hub else "content"
             with self._count_lock:
                 self.requests += 1
-            response = self._client.send(request, stream=True)
+                self.requests_by_kind[counted] += 1
+            taken = self.budget.acquire(counted) if on_hub else None
+            try:
+                response = self._client.send(request, stream=True)
+            except BaseException:
+                self.budget.settle(counted, taken, None)
+                raise
+            if on_hub:
+                self.budget.settle(counted, taken, response)
             if response.status_code not in _REDIRECT_STATUS:
                 return response
             location = response.headers.get("Location")
-            response.close()
             if not location:
+                response.close()
                 raise OriginUnavailable(f"{self.endpoint} sent a redirect without a Location")
-            url = urljoin(str(response.url), location)
+            target = urljoin(str(response.url), location)
+            if stay_on_hub and _origin(target) != self._origin:
+                return response  # the caller reads the redirect itself
+            response.close()
+            url = target
             params = None  # the Location carries its own query
         raise OriginUnavailable(f"{self.endpoint} redirected more than {_MAX_REDIRECTS} times")
 
@@ -223,20 +434,24 @@ class HubTransport:
 
     def read_range(
         self, path_or_url: str, start: int, buffer: memoryview, *, total: int | None = None,
-        params: Mapping[str, Any] | None = None,
-    ) -> None:
-        """Fill ``buffer`` with bytes ``[start, start+len(buffer))``; retry short reads."""
+        params: Mapping[str, Any] | None = None, kind: str = "resolve",
+    ) -> str:
+        """Fill ``buffer`` with bytes ``[start, start+len(buffer))``; retry short reads.
+
+        Returns the url that served them (after redirects), for callers that
+        reuse a redirect target for a file's next pieces.
+        """
         length = len(buffer)
         if length == 0:
-            return
+            return path_or_url
         end = start + length  # exclusive
         attempt = 0
         while True:
             try:
-                self._read_range_once(path_or_url, start, end, buffer, total, params)
-                return
+                return self._read_range_once(path_or_url, start, end, buffer, total, params, kind)
             except (httpx.TransportError, _ShortBody) as exc:
-                # A body cut short (truncated response, reset connection) is
+                # A body cut short (truncated response, reset connection) or a
+                # stream silent for stall_timeout s (httpx.ReadTimeout) is
                 # retried like a 5xx: the bytes received so far are discarded.
                 if attempt >= self._retry.retries:
                     raise OriginUnavailable(
@@ -248,14 +463,14 @@ class HubTransport:
 
     def _read_range_once(
         self, path_or_url: str, start: int, end: int, buffer: memoryview,
-        total: int | None, params: Mapping[str, Any] | None,
-    ) -> None:
+        total: int | None, params: Mapping[str, Any] | None, kind: str,
+    ) -> str:
         def check(response: httpx.Response) -> None:
             _check_range(response, start, end, total, path_or_url)
 
         headers = {"Range": f"bytes={start}-{end - 1}", "Accept-Encoding": "identity"}
         with self.open("GET", path_or_url, params=params, headers=headers,
-                       stream_check=check) as response:
+                       stream_check=check, kind=kind) as response:
             filled = 0
             for chunk in response.iter_raw(1 << 20):
                 n = len(chunk)
@@ -267,6 +482,7 @@ class HubTransport:
                 filled += n
             if filled != len(buffer):
                 raise _ShortBody(f"got {filled} of {len(buffer)} bytes")
+            return str(response.url)
 
 
 def _tls_refused(exc: BaseException) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,6 +48,7 @@ class Job:
     origin_times: list[tuple[float, str, int]] = field(default_factory=list)
     origin_bytes: int = 0  # counted from the seeds' fetches, lost seeds included
     seed_requests: dict[str, int] = field(default_factory=dict)  # seed id -> origin requests
+    seed_hub_requests: dict[str, dict[str, int]] = field(default_factory=dict)  # ... by kind
     seed_losses: int = 0
     error: str | None = None
     closed: bool = False
@@ -128,6 +130,7 @@ class Job:
             bytes=self.plan.total_bytes,
             origin_bytes=self.origin_bytes,
             origin_requests=sum(self.seed_requests.values()),
+            hub_requests=_sum_kinds(self.seed_hub_requests.values()),
             p2p_bytes=self.p2p_bytes,
             seconds=round(time.monotonic() - self.started, 3),
             nodes=rows,
@@ -135,6 +138,14 @@ class Job:
             skipped={n: self.node_skipped[n] for n in nodes if n in self.node_skipped},
             job_id=self.job_id,
         )
+
+
+def _sum_kinds(counts: Iterable[dict[str, int]]) -> dict[str, int]:
+    total: dict[str, int] = {}
+    for by_kind in counts:
+        for kind, n in by_kind.items():
+            total[kind] = total.get(kind, 0) + n
+    return total
 
 
 def describe(exc: BaseException) -> str:

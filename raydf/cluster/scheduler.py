@@ -406,11 +406,12 @@ class SchedulerActor:
             self._failed(job, a, exc)
             return
         if a.source == ORIGIN:
-            crc, nbytes, requests = result
+            crc, nbytes, requests, by_kind = result
             job.crc[a.piece] = crc
             job.seed_held.add(a.piece)
             job.origin_bytes += nbytes
             job.seed_requests[a.peer] = requests
+            job.seed_hub_requests[a.peer] = by_kind
             job.origin_times.append((time.time(), *a.piece))
             state.finish(a)
             return
@@ -534,6 +535,7 @@ class SchedulerActor:
         except Exception:  # the seed is gone: keep what it last reported
             return
         job.seed_requests[job.seed_id] = stats["origin_requests"]
+        job.seed_hub_requests[job.seed_id] = stats["hub_requests"]
 
     async def _watch_leases(self) -> None:
         """Cancel the nodes of callers that stopped polling (see ``CALLER_LEASE``)."""

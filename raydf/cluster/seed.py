@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import ray
 
-from raydf.backends.base import Backend, Secret
+from raydf.backends.base import Backend, Secret, hub_requests
 from raydf.cluster.metrics import metrics
 from raydf.cluster.spec import TaskSpec
 from raydf.options import Request
@@ -85,10 +85,10 @@ class SeedActor:
         self._plan = plan
         self.add_tasks(tasks)
 
-    def fetch(self, task_id: str, index: int) -> tuple[int, int, int]:
+    def fetch(self, task_id: str, index: int) -> tuple[int, int, int, dict[str, int]]:
         """Fetch one piece from the origin and hold it.
 
-        Returns ``(crc, length, origin requests so far)``.
+        Returns ``(crc, length, origin requests so far, the same by kind)``.
         """
         task = self._tasks[task_id]
         piece = task.piece(index)
@@ -102,7 +102,7 @@ class SeedActor:
         with self._lock:
             self._held[(task_id, index)] = (ref, crc)
             self.origin_bytes += piece.length
-        return crc, piece.length, self._open().requests
+        return crc, piece.length, self._open().requests, hub_requests(self._open())
 
     def lend(self, task_id: str, index: int) -> list[Any]:
         """``[ref, crc]`` of a held piece; the ref stays owned by this seed."""
@@ -122,6 +122,7 @@ class SeedActor:
                 "standby": self._request_given is None,
                 "origin_bytes": self.origin_bytes,
                 "origin_requests": self._backend.requests if self._backend else 0,
+                "hub_requests": hub_requests(self._backend) if self._backend else {},
                 "held": len(self._held),
             }
 

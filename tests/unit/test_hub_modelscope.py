@@ -236,3 +236,39 @@ def test_rate_limit_answers_429_with_retry_after_in_the_envelope(
         hub.clear_knobs()
     assert codes == [200, 200, 429]
     assert r.status_code == 429 and r.json()["Code"] == 429 and int(r.headers["Retry-After"]) >= 1
+
+
+def test_raydf_sends_the_revision_as_given_like_the_official_client(hub: HubEmulator, root: Path) -> None:
+    # modelscope 1.40.2 sends the user's revision (here a tag) as Revision on the
+    # listing and on every download; raydf does the same, and keys by the commit.
+    from raydf.backends import BackendOptions
+    from raydf.backends.modelscope import ModelScopeBackend
+    from raydf.uri import parse_url
+
+    backend = ModelScopeBackend(parse_url("modelscope://org/tiny"),
+                                BackendOptions(endpoint=hub.ms_endpoint, revision="v1.0"))
+    sent: list[httpx.URL] = []
+    backend._http._client.event_hooks["request"].append(lambda request: sent.append(request.url))
+    try:
+        commit = backend.resolve()
+        files = backend.list_files(commit)
+        shard = next(f for f in files if f.path.endswith(".safetensors"))
+        buf = bytearray(shard.size)
+        backend.read_into(commit, shard.repo_path, 0, memoryview(buf))
+    finally:
+        backend.close()
+    assert len(commit) == 40 and commit != "v1.0"
+    assert bytes(buf) == (root / "models/org/tiny@v1.0" / shard.repo_path).read_bytes()
+    file_requests = [u for u in sent if u.path.endswith(("/repo/files", "/repo"))]
+    assert len(file_requests) == 3  # the listing, the HEAD probing for a 302, the GET
+    assert all(u.params["Revision"] == "v1.0" for u in file_requests)
+
+
+def test_signed_urls_say_when_they_expire() -> None:
+    from raydf.backends.transport import expires_at, expiring
+
+    assert expires_at("http://cdn/x?Expires=1700000000&Signature=s") == 1700000000.0
+    s3 = "https://b.s3/k?X-Amz-Date=20260101T000000Z&X-Amz-Expires=600&X-Amz-Signature=s"
+    assert expires_at(s3) == 1767225600.0 + 600
+    assert expires_at("http://cdn/x?sig=s") is None
+    assert expiring(1.0) and not expiring(None)

@@ -7,7 +7,7 @@ Three HTTP/1.1 listeners on loopback, started from Python or the command line::
     with HubEmulator(root, tokens={"hf_good": "alice"}, approved={"alice"}) as hub:
         hub.hf_endpoint    # http://127.0.0.1:<port>  -> HF_ENDPOINT
         hub.ms_endpoint    # http://127.0.0.1:<port>  -> MODELSCOPE_ENDPOINT
-        hub.cdn_endpoint   # http://127.0.0.2:<port>  where HF LFS files redirect to
+        hub.cdn_endpoint   # http://127.0.0.2:<port>  where LFS files redirect to (CDN, Xet bridge)
         hub.set_knobs(bandwidth=20e6, rate_limit=(100, 60))
         hub.stats()
 
@@ -27,12 +27,16 @@ is never a repo file::
     ROOT/models/org/name.hub.json      {"private": false, "gated": "manual",
                                         "branches": {"dev": "name@dev"},
                                         "tags": {"v1.0": "name@v1.0"}}
+    ROOT/models/org/old.hub.json       {"moved_to": "org/name"} with no folder "old":
+                                       a renamed repo; Hugging Face answers its urls
+                                       with a 307 to a relative Location under the new name
 
 ``branches``/``tags`` map a revision name (which may contain "/") to a sibling
 folder name. :func:`make_model` / :func:`make_dataset` accept ``"org/name@v1.0"``
 to write such a folder and :func:`write_repo_meta` writes the JSON.
 
-A revision is a branch, a tag or a full 40-hex commit id. Commit ids are
+A revision is a branch, a tag, a full 40-hex commit id or a prefix of one
+(7 hex digits or more) that names a single commit, as git and the Hub take it. Commit ids are
 ``sha1`` over the sorted ``(path, sha256)`` pairs: the same content always has
 the same commit. Files are LFS when their extension is a weight/archive one
 (safetensors, bin, parquet, ...) or they are 10 MiB or more. Digests (sha256 and
@@ -139,6 +143,7 @@ class HubEmulator:
         """Bind the three listeners and serve on daemon threads."""
         if self._listeners:
             raise RuntimeError("the emulator is already running")
+        self._state.stopping.clear()
         handlers = {"hf": HfHandler, "ms": ModelScopeHandler, "cdn": CdnHandler}
         try:
             for name, handler in handlers.items():
@@ -153,6 +158,7 @@ class HubEmulator:
 
     def stop(self) -> None:
         """Stop serving and close every connection (idempotent)."""
+        self._state.stopping.set()
         self._close_all(started=True)
 
     def _close_all(self, started: bool) -> None:
@@ -220,9 +226,10 @@ class HubEmulator:
 
         ``bandwidth``, ``per_connection`` (bytes/s or None), ``rate_limit`` ((K,
         window_s) or None), ``fail_next``, ``fail_status``, ``truncate_next``,
-        ``corrupt_next`` (counts), ``delay`` (seconds) and ``match`` ("download",
-        "api" or "any", for the faults and delay of this call). See
-        :mod:`raydf.testing.hub.knobs`.
+        ``corrupt_next``, ``stall_next`` (counts), ``stall_s``, ``delay`` (seconds)
+        and ``match`` ("download", "api" or "any", for the faults and delay of
+        this call); ``budgets`` ({"resolvers": [K, W], "api": [K, W]}), ``xet``,
+        ``ms_redirect`` and ``ms_page_cap``. See :mod:`raydf.testing.hub.knobs`.
         """
         self._state.knobs.set(**knobs)
 

@@ -6,7 +6,11 @@
 * ``GET /api/{type}s/{owner}/{name}/refs``: branches and tags.
 * ``HEAD|GET /[datasets/|spaces/]{owner}/{name}/resolve/{rev}/{path}``: a regular
   file answers 200 (``ETag`` = git blob sha1, ranges honoured); an LFS file
-  answers 302 to the CDN with ``X-Linked-Etag`` (sha256) and ``X-Linked-Size``.
+  answers 302 to the CDN with ``X-Linked-Etag`` (sha256) and ``X-Linked-Size``;
+  with the ``xet`` knob, 302 to the Xet bridge with ``X-Xet-Hash`` and a
+  ``xet-auth`` link as well (a HEAD on the bridge is refused, as on the Hub).
+* A renamed repo (``moved_to`` in its .hub.json) answers every url under its
+  old name with 307 and a relative ``Location`` under the new one.
 * ``GET /api/whoami-v2``; ``GET /api/agent-harnesses`` answers 404 (2.x asks).
 
 Errors carry ``X-Error-Code`` (RepoNotFound, GatedRepo, RevisionNotFound,
@@ -22,7 +26,7 @@ from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import quote, unquote
 
-from raydf.testing.hub.cdn import signed_url
+from raydf.testing.hub.cdn import signed_url, xet_hash
 from raydf.testing.hub.knobs import RateLimiter
 from raydf.testing.hub.repos import REPO_TYPES, FileEntry, Repo, Snapshot
 from raydf.testing.hub.server import BaseHandler, Reply
@@ -60,6 +64,9 @@ class HfHandler(BaseHandler):
         ]
         return reply
 
+    def quota(self, path: str) -> str:
+        return "resolvers" if "/resolve/" in path else "api"
+
     def route(self, method: str, path: str, query: dict[str, list[str]]) -> Reply:
         if method not in ("GET", "HEAD"):
             return self.error(405, "", f"{method} is not supported by the emulator")
@@ -78,6 +85,13 @@ class HfHandler(BaseHandler):
         """The repo and snapshot, or the error reply a real hub would give."""
         token = self.token()
         repo = self.state.store.get(repo_type, repo_id)
+        moved = self.state.store.moved(repo_type, repo_id) if repo is None else None
+        if moved is not None:
+            # As the Hub answers a renamed repo: 307, relative, same route under the new name.
+            location = self.path.replace(f"/{repo_id}/", f"/{moved}/", 1)
+            if location == self.path:
+                location = self.path.replace(f"/{repo_id}", f"/{moved}", 1)
+            return Reply(307, [("Location", location)])
         why = self.state.access(repo, token, content)
         if why == "bad_token":
             return self.error(401, "", BAD_TOKEN)
@@ -209,13 +223,22 @@ class HfHandler(BaseHandler):
         key = f"hf:{repo_type}/{repo_id}:{path}"
         kind = "download" if self.command == "GET" else "api"
         if entry.lfs:
+            xet = self.state.knobs.xet
+            target = signed_url(self.state, entry, key, f"hf:{repo_type}/{repo_id}", bridge=xet)
             headers = [
-                ("Location", signed_url(self.state, entry, key, f"hf:{repo_type}/{repo_id}")),
+                ("Location", target),
                 ("X-Repo-Commit", snap.commit),
                 ("X-Linked-Etag", f'"{entry.sha256}"'),
                 ("X-Linked-Size", str(entry.size)),
                 ("ETag", f'"{entry.blob_id}"'),
             ]
+            if xet:
+                prefix = "" if repo_type == "models" else f"{repo_type}/"
+                refresh = (f"{self.state.endpoints['hf']}/api/{repo_type}/{repo_id}/xet-read-token/"
+                           f"{snap.commit}")
+                headers += [("X-Xet-Hash", xet_hash(entry)),
+                            ("Link", f'<{refresh}>; rel="xet-auth"'),
+                            ("X-Repo-Path", f"{prefix}{repo_id}")]
             return Reply(302, headers, kind=kind, file_key=key)
         headers = [
             ("X-Repo-Commit", snap.commit),

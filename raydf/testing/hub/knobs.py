@@ -16,6 +16,25 @@
   GETs: resolve, CDN, ModelScope ``/repo``; the default), ``"api"`` (everything
   else) or ``"any"``. Truncation and corruption apply only to responses with a
   body of at least 2 bytes.
+* ``stall_next=K`` with ``stall_s=N`` (default 30): the next K matching
+  responses send their headers, then no byte for N seconds (as Xet bridges
+  have been seen to), then the body.
+* ``budgets={"resolvers": [K, W], "api": [K, W]}``: the Hub's own request
+  budgets, a fixed window of W seconds per client address and quota. Every
+  answer under a budget announces it (``RateLimit: "resolvers";r=<left>;
+  t=<s to reset>`` and ``RateLimit-Policy: "fixed window";"resolvers";q=K;w=W``);
+  past K, 429 with ``Retry-After``. ``resolvers`` are HF ``/resolve/`` and
+  ModelScope ``/repo`` requests; ``api`` is every other hub request (the CDN is
+  exempt). ``None`` (or ``{}``) removes them.
+* ``xet=True``: Hugging Face LFS files are Xet-backed: ``/resolve/`` answers
+  302 to a bridge url on the CDN host with ``X-Xet-Hash``, a ``xet-auth``
+  ``Link``, ``X-Linked-Size`` and ``X-Linked-Etag``; the bridge's url is
+  presigned for GET, so a HEAD on it is refused with 403, and it sends no
+  ``ETag`` or ``Last-Modified``.
+* ``ms_redirect=True``: ModelScope LFS files answer ``/repo`` with a 302 to
+  the CDN host (object storage), as the real hub does for large files.
+* ``ms_page_cap=N``: ModelScope dataset tree pages hold at most N entries,
+  whatever ``PageSize`` asks (the real server caps at 100).
 """
 
 from __future__ import annotations
@@ -28,10 +47,13 @@ from dataclasses import dataclass
 from typing import Any
 
 MATCHES = ("download", "api", "any")
-_FAULTS = ("fail_next", "truncate_next", "corrupt_next")
+_FAULTS = ("fail_next", "truncate_next", "corrupt_next", "stall_next")
+_FLAGS = ("xet", "ms_redirect")
 KNOB_NAMES = frozenset(
-    {"bandwidth", "per_connection", "rate_limit", "fail_status", "delay", "match", *_FAULTS}
+    {"bandwidth", "per_connection", "rate_limit", "fail_status", "delay", "match", "stall_s",
+     "budgets", "ms_page_cap", *_FAULTS, *_FLAGS}
 )
+BUDGET_NAMES = ("resolvers", "api")
 
 
 class TokenBucket:
@@ -82,6 +104,38 @@ class RateLimiter:
             return max(1, math.ceil(seen[0] + self.window - now))
 
 
+class Budget:
+    """A fixed-window request budget per client address, as the Hub announces it."""
+
+    def __init__(self, name: str, limit: int, window: float) -> None:
+        if limit < 1 or window <= 0:
+            raise ValueError(f"budget {name!r} wants [K >= 1, window > 0], got [{limit}, {window}]")
+        self.name = name
+        self.limit = int(limit)
+        self.window = float(window)
+        self._windows: dict[str, tuple[float, int]] = {}  # client -> (window start, used)
+        self._lock = threading.Lock()
+
+    def take(self, client: str) -> tuple[bool, int, int]:
+        """Count one request: (allowed, remaining after it, whole seconds to the reset)."""
+        now = time.monotonic()
+        with self._lock:
+            start, used = self._windows.get(client, (now, 0))
+            if now >= start + self.window:
+                start, used = now, 0
+            allowed = used < self.limit
+            if allowed:
+                used += 1
+            self._windows[client] = (start, used)
+        return allowed, self.limit - used, max(1, math.ceil(start + self.window - now))
+
+    def headers(self, remaining: int, reset_s: int) -> list[tuple[str, str]]:
+        return [
+            ("RateLimit", f'"{self.name}";r={remaining};t={reset_s}'),
+            ("RateLimit-Policy", f'"fixed window";"{self.name}";q={self.limit};w={round(self.window)}'),
+        ]
+
+
 @dataclass
 class Actions:
     """What the knobs do to one response."""
@@ -90,6 +144,7 @@ class Actions:
     fail: int | None = None
     truncate: bool = False
     corrupt: bool = False
+    stall: float = 0.0
 
 
 def _matches(match: str, kind: str) -> bool:
@@ -111,6 +166,11 @@ class Knobs:
             self.aggregate: TokenBucket | None = None
             self.per_connection: float | None = None
             self.limiter: RateLimiter | None = None
+            self.budgets: dict[str, Budget] = {}
+            self.xet = False
+            self.ms_redirect = False
+            self.ms_page_cap: int | None = None
+            self._stall_s = 30.0
             self._faults: dict[str, list[Any]] = {name: [0, "download"] for name in _FAULTS}
             self._delay: tuple[float, str] = (0.0, "download")
             self._fail_status = 503
@@ -134,6 +194,21 @@ class Knobs:
             if "rate_limit" in knobs:
                 limit = knobs["rate_limit"]
                 self.limiter = RateLimiter(*limit) if limit else None
+            if "budgets" in knobs:
+                given = knobs["budgets"] or {}
+                unknown_budgets = set(given) - set(BUDGET_NAMES)
+                if unknown_budgets:
+                    raise ValueError(f"unknown budget(s) {sorted(unknown_budgets)}; known: "
+                                     f"{list(BUDGET_NAMES)}")
+                self.budgets = {name: Budget(name, *given[name]) for name in given}
+            for flag in _FLAGS:
+                if flag in knobs:
+                    setattr(self, flag, bool(knobs[flag]))
+            if "ms_page_cap" in knobs:
+                cap = knobs["ms_page_cap"]
+                self.ms_page_cap = int(cap) if cap else None
+            if "stall_s" in knobs:
+                self._stall_s = float(knobs["stall_s"])
             if "fail_status" in knobs:
                 self._fail_status = int(knobs["fail_status"])
             for name in _FAULTS:
@@ -157,6 +232,8 @@ class Knobs:
             delay, match = self._delay
             if delay > 0 and _matches(match, kind):
                 actions.delay = delay
+            if self._claim("stall_next", kind):
+                actions.stall = self._stall_s
             if self._claim("fail_next", kind):
                 actions.fail = self._fail_status
             elif body_len >= 2:

@@ -6,9 +6,15 @@
 * ``GET models/{owner}/{name}/repo/files?Revision=&Recursive=&Root=``: the listing,
   cut after ``ms_files_limit`` entries (3000, like the real server).
 * ``GET datasets/{owner}/{name}/repo/tree?Revision=&Recursive=&PageNumber=&PageSize=&Root=``
-  (also ``datasets/{numeric id}/repo/tree``): the paged listing.
+  (also ``datasets/{numeric id}/repo/tree``): the paged listing, ``{"Files",
+  "TotalCount"}``; a page holds at most the ``ms_page_cap`` knob's entries
+  whatever ``PageSize`` asks. Dataset entries carry the commit as ``CommitId``
+  and the revision asked for as ``Revision``; model entries' ``Revision`` is the
+  commit.
 * ``GET|HEAD {models,datasets}/{owner}/{name}/repo?Revision=&FilePath=``: file bytes,
-  ranges honoured.
+  ranges honoured; with the ``ms_redirect`` knob an LFS file answers 302 to the
+  CDN host (object storage) instead.
+* ``Revision`` is a branch, a tag or a commit id (full, or a unique prefix).
 * ``GET repos/internalAccelerationInfo``: no intra-cloud region (clients probe it).
 
 Every JSON answer is the envelope ``{"Code", "Data", "Message", "RequestId",
@@ -24,6 +30,7 @@ from http.cookies import CookieError, SimpleCookie
 from typing import Any
 from urllib.parse import quote, unquote
 
+from raydf.testing.hub.cdn import signed_url
 from raydf.testing.hub.repos import FileEntry, Repo, Snapshot
 from raydf.testing.hub.server import BaseHandler, Reply
 
@@ -62,6 +69,9 @@ class ModelScopeHandler(BaseHandler):
         except CookieError:
             return None
         return morsel.value if morsel is not None else None
+
+    def quota(self, path: str) -> str:
+        return "resolvers" if path.endswith("/repo") else "api"
 
     def route(self, method: str, path: str, query: dict[str, list[str]]) -> Reply:
         segs = [unquote(s) for s in path.split("/")[1:]]
@@ -151,18 +161,30 @@ class ModelScopeHandler(BaseHandler):
                 number, size = int(_arg(query, "PageNumber", "1")), int(_arg(query, "PageSize", "100"))
             except ValueError:
                 return self.error(400, "", "PageNumber and PageSize must be integers")
-            items = items[(number - 1) * size : number * size]
-        else:  # the real repo/files silently stops at 3000 entries
-            items = items[: self.state.ms_files_limit]
+            size = min(size, self.state.knobs.ms_page_cap or size)
+            page = items[(number - 1) * size : number * size]
+            rev = _arg(query, "Revision", "master")
+            return self.envelope({
+                "Files": [self._entry(p, f, snap, asked=rev) for p, f in page],
+                "TotalCount": len(items),
+            })
+        # the real repo/files silently stops at 3000 entries
+        items = items[: self.state.ms_files_limit]
         return self.envelope({"Files": [self._entry(p, f, snap) for p, f in items]})
 
     @staticmethod
-    def _entry(path: str, f: FileEntry | None, snap: Snapshot) -> dict[str, Any]:
+    def _entry(path: str, f: FileEntry | None, snap: Snapshot, asked: str | None = None) -> dict[str, Any]:
+        """One listing entry; ``asked`` (datasets): the revision asked for, the commit
+        then goes in ``CommitId`` as the dataset tree gives it."""
         entry: dict[str, Any] = {
-            "Name": path.rsplit("/", 1)[-1], "Path": path, "Revision": snap.commit,
+            "Name": path.rsplit("/", 1)[-1], "Path": path,
             "CommitMessage": "Emulated commit", "CommittedDate": snap.mtime,
             "CommitterName": "raydf-hub-emulator", "InCheck": False,
         }
+        if asked is None:
+            entry["Revision"] = snap.commit
+        else:
+            entry.update(Revision=asked, CommitId=snap.commit)
         if f is None:
             oid = hashlib.sha1(f"{snap.commit}:{path}".encode()).hexdigest()
             entry.update(Type="tree", Size=0, Sha256="", IsLFS=False, Id=oid, Mode="40000")
@@ -177,6 +199,10 @@ class ModelScopeHandler(BaseHandler):
         if entry is None:
             return self.error(404, "", f"file {path} does not exist in {repo.repo_id}")
         key = f"ms:{repo.repo_type}/{repo.repo_id}:{entry.path}"
+        if entry.lfs and self.state.knobs.ms_redirect:
+            location = signed_url(self.state, entry, key, f"ms:{repo.repo_type}/{repo.repo_id}")
+            kind = "download" if self.command == "GET" else "api"
+            return Reply(302, [("Location", location)], kind=kind, file_key=key)
         name = entry.path.rsplit("/", 1)[-1]
         headers = [
             ("Content-Type", "application/octet-stream"),

@@ -34,6 +34,7 @@ LFS_MIN_SIZE = 10 * 2**20
 _HASH_CHUNK = 8 * 2**20
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
+SHORT_COMMIT_RE = re.compile(r"^[0-9a-f]{7,40}$")
 
 
 def is_lfs(path: str, size: int) -> bool:
@@ -164,6 +165,18 @@ class RepoStore:
             tags=_sibling_folders(folder.parent, meta.get("tags", {})),
         )
 
+    def moved(self, repo_type: str, repo_id: str) -> str | None:
+        """The new id of a renamed repo (``"moved_to"`` in its .hub.json), else None."""
+        parts = repo_id.split("/")
+        if repo_type not in REPO_TYPES or len(parts) != 2 or not all(_NAME_RE.match(p) for p in parts):
+            return None
+        folder = self.root / repo_type / parts[0] / parts[1]
+        meta_path = folder.parent / f"{parts[1]}{META_SUFFIX}"
+        if folder.is_dir() or not meta_path.is_file():
+            return None
+        target = json.loads(meta_path.read_text()).get("moved_to")
+        return target if isinstance(target, str) and self.get(repo_type, target) else None
+
     def repo_ids(self, repo_type: str) -> list[str]:
         """Every repo id of a type, sorted (used for ModelScope's numeric dataset ids)."""
         base = self.root / repo_type
@@ -178,15 +191,19 @@ class RepoStore:
         return out
 
     def resolve(self, repo: Repo, revision: str) -> Snapshot | None:
-        """The snapshot of a branch, tag or full commit id; None if there is none."""
+        """The snapshot of a branch, tag, commit id or unique commit prefix; else None.
+
+        A prefix of 7 or more hex digits stands for the one commit it starts, as
+        git (and the Hub, which raydf's short ids are checked against) read it.
+        """
         named = self.revisions(repo)
         if revision in named:
             return self.snapshot(named[revision][1])
-        if COMMIT_RE.match(revision):
-            for _, folder in named.values():
-                snap = self.snapshot(folder)
-                if snap.commit == revision:
-                    return snap
+        if SHORT_COMMIT_RE.match(revision):
+            found = {snap.commit: snap for snap in (self.snapshot(f) for _, f in named.values())
+                     if snap.commit.startswith(revision)}
+            if len(found) == 1:
+                return found.popitem()[1]
         return None
 
     def snapshot(self, folder: Path) -> Snapshot:

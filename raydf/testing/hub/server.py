@@ -24,7 +24,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from raydf.testing.hub.accounting import Accounting
-from raydf.testing.hub.knobs import Actions, Knobs, RateLimiter, TokenBucket
+from raydf.testing.hub.knobs import Actions, Budget, Knobs, RateLimiter, TokenBucket
 from raydf.testing.hub.repos import FileEntry, Repo, RepoStore
 
 _CHUNK = 8 * 2**20
@@ -96,6 +96,7 @@ class HubState:
         # key), filled when a resolve answer hands out a signed url for it.
         self.cdn_objects: dict[str, tuple[FileEntry, str]] = {}
         self.cdn_lock = threading.Lock()
+        self.stopping = threading.Event()  # ends stalls early when the emulator stops
 
     def access(self, repo: Repo | None, token: str | None, content: bool) -> str | None:
         """None if allowed, else why not: "bad_token", "not_found", "private" or "gated".
@@ -143,6 +144,16 @@ class BaseHandler(BaseHTTPRequestHandler):
     def error(self, status: int, code: str, message: str) -> Reply:
         """An error answer as this hub spells it (``code`` is HF's X-Error-Code)."""
         raise NotImplementedError
+
+    def quota(self, path: str) -> str:
+        """Which of the Hub's request budgets (``knobs.BUDGET_NAMES``) a request counts against."""
+        return "api"
+
+    def budget_refused(self, wait: int, budget: Budget) -> Reply:
+        """The 429 once a request ``budget`` is spent; ``wait`` is Retry-After."""
+        reply = self.error(429, "", f"You have exceeded the rate limit for action '{budget.name}'.")
+        reply.headers.append(("Retry-After", str(wait)))
+        return reply
 
     def rate_limited(self, wait: int, limiter: RateLimiter) -> Reply:
         """The 429 answer once ``limiter`` refused a request; ``wait`` is Retry-After."""
@@ -226,10 +237,18 @@ class BaseHandler(BaseHTTPRequestHandler):
             reply = self.error(500, "InternalError", f"{type(exc).__name__}: {exc}")
         limiter = self.state.knobs.limiter
         wait = limiter.check(self.client_address[0]) if limiter and self.listener != "cdn" else None
+        budget = (self.state.knobs.budgets.get(self.quota(url.path))
+                  if self.listener != "cdn" else None)
         if limiter and wait is not None:
             reply = self.rate_limited(wait, limiter)
             actions = Actions()
+        elif budget is not None and not (taken := budget.take(self.client_address[0]))[0]:
+            reply = self.budget_refused(taken[2], budget)
+            reply.headers += budget.headers(0, taken[2])
+            actions = Actions()
         else:
+            if budget is not None:
+                reply.headers += budget.headers(*taken[1:])
             actions = self.state.knobs.take(reply.kind, reply.body_len)
         if actions.delay:
             time.sleep(actions.delay)
@@ -267,6 +286,8 @@ class BaseHandler(BaseHTTPRequestHandler):
             self.connection.sendall(head)
             if head_only:
                 return
+            if actions.stall:
+                self.state.stopping.wait(actions.stall)
             if reply.file is not None:
                 self._send_file(reply, actions, sent)
             else:

@@ -115,17 +115,22 @@ def write_repo_meta(
     gated: bool | str = False,
     branches: Mapping[str, str] | None = None,
     tags: Mapping[str, str] | None = None,
+    moved_to: str | None = None,
 ) -> Path:
     """Write ``ROOT/<type>/<owner>/<name>.hub.json`` and return its path.
 
     ``branches`` and ``tags`` map a revision name to a sibling folder name,
     e.g. ``tags={"v1.0": "name@v1.0"}``. ``gated`` is False, True (= "manual"),
-    "auto" or "manual".
+    "auto" or "manual". ``moved_to="owner/new"`` marks ``repo_id`` as renamed
+    (write no folder for it): its urls redirect to the new name.
     """
     owner, name = repo_id.split("/")
     path = Path(root) / repo_type / owner / f"{name}{META_SUFFIX}"
     path.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"private": private, "gated": gated, "branches": dict(branches or {}), "tags": dict(tags or {})}
+    meta: dict[str, object] = {"private": private, "gated": gated,
+                               "branches": dict(branches or {}), "tags": dict(tags or {})}
+    if moved_to is not None:
+        meta["moved_to"] = moved_to
     _write_json(path, meta)
     return path
 
