@@ -23,7 +23,7 @@ from raydf.errors import StorageError
 from raydf.pieces import Piece, pieces_of
 from raydf.plan import RepoPlan
 
-__all__ = ["LocalResult", "download", "place_from_cache"]
+__all__ = ["LocalResult", "destination_problem", "download", "place_from_cache"]
 
 
 @dataclass(frozen=True)
@@ -50,6 +50,28 @@ def place_from_cache(plan: RepoPlan, dest: Path, cache: NodeCache) -> list[Remot
     return missing
 
 
+def destination_problem(dest: Path, plan: RepoPlan) -> StorageError | None:
+    """Why the files of ``plan`` cannot be placed under ``dest`` on this node, if they
+    cannot: a file where a folder must be, or a folder where a file must be.
+
+    Checked before anything is fetched (decide, then do), so such a run costs
+    no origin bytes and says what to change in one line.
+    """
+    for f in plan.files:
+        target = dest / f.path
+        for folder in reversed(target.parents):
+            if folder.exists() and not folder.is_dir():
+                return StorageError(
+                    f"cannot place files under {folder}: it is an existing file, not a folder; "
+                    "remove it or choose another -O")
+        if target.is_dir() and not target.is_symlink():
+            return StorageError(
+                f"cannot write {target}: it is an existing folder; remove it or choose another "
+                "-O (without -r, -O names the file itself; end it with / to put the file "
+                "inside a folder)")
+    return None
+
+
 def download(
     plan: RepoPlan,
     backend: Backend,
@@ -61,8 +83,9 @@ def download(
 ) -> LocalResult:
     """Fetch every file of ``plan`` not in the cache, verify it, place it under ``dest``."""
     started = time.monotonic()
-    cache.sweep_orphans()
-    missing = place_from_cache(plan, dest, cache)
+    problem = destination_problem(dest, plan)
+    if problem is not None:
+        raise problem
     origin_bytes = 0
     lock = threading.Lock()
     partials: dict[str, Path] = {}
@@ -84,7 +107,10 @@ def download(
         if last:
             cache.place(cache.commit(partials[f.path], f), dest / f.path)
 
+    missing: list[RemoteFile] = []
     try:
+        cache.sweep_orphans()
+        missing = place_from_cache(plan, dest, cache)
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="raydf-fetch") as pool:
             futures: list[Future[None]] = []
             for f in missing:
