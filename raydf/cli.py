@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from raydf import errors
 from raydf.errors import (
     ConfigError,
     HubError,
@@ -21,6 +22,7 @@ from raydf.errors import (
 from raydf.terminal import Streams, debugging, quiet_broken_pipe, shield
 
 if TYPE_CHECKING:
+    from raydf.options import Request
     from raydf.report import Report
 
 __all__ = ["main"]
@@ -296,10 +298,13 @@ def _unexpected(exc: Exception) -> tuple[str, int]:
             "and Ray's own messages)", 1)
 
 
-def _with_status(report: Report) -> str:
-    """The report as --json prints it: the report's fields, plus ``ok`` and ``exit_code``."""
-    code = 0 if report.ok else 1
-    return json.dumps({**report.to_dict(), "ok": report.ok, "exit_code": code}, sort_keys=True)
+def _with_status(report: Report, error: RaydfError | None = None) -> str:
+    """The report as --json prints it: the report's fields, plus ``ok`` and
+    ``exit_code`` (and ``error`` when the CLI found why it failed)."""
+    extra: dict[str, object] = {"ok": report.ok, "exit_code": 0 if report.ok else 1}
+    if error is not None:
+        extra.update(exit_code=_exit_code(error), error=str(error))
+    return json.dumps({**report.to_dict(), **extra}, sort_keys=True)
 
 
 def _get(args: argparse.Namespace, streams: Streams) -> int:
@@ -327,7 +332,15 @@ def _get(args: argparse.Namespace, streams: Streams) -> int:
         from raydf.cluster.service import connect, target_nodes
 
         connect(args.address)
-        report = run_fanout(request, target_nodes(args.nodes), progress=progress)
+        nodes = target_nodes(args.nodes)
+        _check_destinations(request, nodes)
+        report = run_fanout(request, nodes, progress=progress)
+    problem = None if report.ok or args.local else _job_error(report)
+    if problem is not None:  # one line and its exit code, as --local says it
+        print(f"raydf: error: {problem}", file=streams.err)
+        if args.json:
+            print(_with_status(report, problem), file=streams.out)
+        return _exit_code(problem)
     if args.json:
         print(_with_status(report), file=streams.out)
     else:
@@ -336,6 +349,31 @@ def _get(args: argparse.Namespace, streams: Streams) -> int:
             if not node.ok:
                 print(f"raydf: node {node.node_id[:12]} failed: {node.error}", file=streams.err)
     return 0 if report.ok else 1
+
+
+def _job_error(report: Report) -> RaydfError | None:
+    """The typed error that failed the whole job on every node (the hub refused, the
+    listing was hostile, ...), so its exit code is the README's (3, 4, ...), not 1."""
+    kind = getattr(errors, report.error_type, None) if report.error_type else None
+    failed = [n for n in report.nodes if not n.ok]
+    if not (isinstance(kind, type) and issubclass(kind, RaydfError)) or not failed or (
+            len(failed) < len(report.nodes)):
+        return None
+    return kind(failed[0].error or report.error_type)
+
+
+def _check_destinations(request: Request, nodes: list[str]) -> None:
+    """Refuse (exit 5, before any origin byte) an -O that cannot be written on some
+    target node: an existing file for -r, an existing folder for one file."""
+    import ray
+
+    from raydf.cluster.service import peer_for
+
+    dest = str(request.dest)
+    found = [p for p in ray.get([peer_for(node).destination_problem.remote(dest, request.recursive)
+                                 for node in nodes]) if p is not None]
+    if found:
+        raise StorageError(f"{found[0]} (on {len(found)} of {len(nodes)} target nodes)")
 
 
 def _warm(args: argparse.Namespace, streams: Streams) -> int:

@@ -36,6 +36,7 @@ class Report:
     nodes: list[NodeReport] = field(default_factory=list)
     served: dict[str, int] = field(default_factory=dict)  # holder -> bytes it uploaded
     job_id: str = ""
+    error_type: str = ""  # the raydf error class that ended the job, e.g. "GatedRepoError"
 
     @property
     def ok(self) -> bool:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from raydf.cluster.spec import TaskSpec
+from raydf.errors import RaydfError
 from raydf.plan import RepoPlan
 from raydf.policy import Assignment, Limits, PieceId, PlanState
 from raydf.report import NodeReport, Report
@@ -46,6 +47,7 @@ class Job:
     seed_requests: dict[str, int] = field(default_factory=dict)  # seed id -> origin requests
     seed_losses: int = 0
     error: str | None = None
+    error_type: str = ""  # the RaydfError class behind ``error``, for the caller's exit code
     closed: bool = False
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     runner: asyncio.Task[None] | None = None
@@ -104,7 +106,15 @@ class Job:
             nodes=rows,
             served={("seed" if h.startswith("seed-") else h): b for h, b in self.served.items()},
             job_id=self.job_id,
+            error_type=self.error_type,
         )
+
+
+def error_type(exc: BaseException) -> str:
+    """The RaydfError class name of ``exc`` (or of the error inside a Ray task error)."""
+    cause = getattr(exc, "cause", None)
+    exc = cause if isinstance(cause, BaseException) else exc
+    return type(exc).__name__ if isinstance(exc, RaydfError) else ""
 
 
 def describe(exc: BaseException) -> str:

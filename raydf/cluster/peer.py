@@ -33,9 +33,10 @@ import numpy as np
 import ray
 
 from raydf.cache import InOrderDigests, NodeCache, node_path
+from raydf.cluster.destination import destination_problem_here
 from raydf.cluster.metrics import log_event, metrics
 from raydf.cluster.spec import TaskSpec
-from raydf.errors import IntegrityError
+from raydf.errors import IntegrityError, StorageError
 from raydf.pieces import piece_crc
 
 __all__ = ["PeerActor"]
@@ -357,6 +358,10 @@ class PeerActor:
 
     def cache_entries(self) -> list[dict[str, object]]:
         return self.cache.entries()
+
+    def destination_problem(self, dest: str, recursive: bool) -> StorageError | None:
+        """Why ``-O`` cannot be written on this node, if it cannot (callers ask first)."""
+        return destination_problem_here(dest, recursive)
 
     def cache_remove(self, key: str) -> int:
         with self._lock:
