@@ -68,7 +68,7 @@ def destination_problem(dest_dir: Path, paths: Iterable[str] = ()) -> StorageErr
             checked.add(folder)
             if folder.exists() and not folder.is_dir():
                 return StorageError(
-                    f"cannot place files under {folder}: it is an existing file, not a folder; "
+                    f"cannot write under {folder}: it is an existing file, not a folder; "
                     "remove it or choose another -O")
         if targets and target.is_dir() and not target.is_symlink():
             return StorageError(

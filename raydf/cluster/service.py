@@ -64,17 +64,23 @@ def connect(address: str | None = None, *, start: bool = True) -> None:
     target = address or os.environ.get("RAY_ADDRESS") or None
     if target is None or target == "auto":
         recorded = _recorded_address()
-        if recorded is not None and _why_no_gcs(recorded) is None:
-            ray.init(address=recorded, log_to_driver=False, logging_level=logging.ERROR)
-            return
+        # A recorded cluster that is gone would make ray.init retry it for minutes.
+        stale = recorded if recorded is not None and _why_no_gcs(recorded) else None
+        if stale is None:
+            try:
+                ray.init(address="auto", log_to_driver=False, logging_level=logging.ERROR)
+                return
+            except ConnectionError:
+                pass
         if not start or target == "auto":
             raise ConfigError("no Ray cluster is running here" + (
-                f" (the last one, at {recorded}, does not answer)" if recorded else "")
+                f" (the last one, at {stale}, does not answer)" if stale else "")
                 + "; pass --address HOST:PORT of the head node, or start one with "
                 "`ray start --head`")
         for key, value in _LOCAL_DEFAULTS.items():
             os.environ.setdefault(key, value)
-        ray.init(log_to_driver=False, logging_level=logging.ERROR)
+        # "local": a new cluster even where a stale one is recorded.
+        ray.init(address="local", log_to_driver=False, logging_level=logging.ERROR)
         return
     why = None if target.startswith("ray://") else _why_no_gcs(target)
     if why is not None:
