@@ -256,7 +256,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         quiet_broken_pipe(streams)
         return EXIT_BROKEN_PIPE
     except KeyboardInterrupt:
-        return _fail(args, streams, "interrupted; nothing partial was left at a final path", 130)
+        return _fail(args, streams, "interrupted; nothing partial was left at a final path", 130,
+                     prefix="raydf: ")
     except RaydfError as err:
         return _fail(args, streams, str(err), _exit_code(err))
     except Exception as exc:  # anything else: one line, the traceback only when debugging
@@ -273,10 +274,11 @@ def _run(args: argparse.Namespace, streams: Streams) -> int:
     return _admin(args, streams)
 
 
-def _fail(args: argparse.Namespace, streams: Streams, message: str, code: int) -> int:
+def _fail(args: argparse.Namespace, streams: Streams, message: str, code: int, *,
+          prefix: str = "raydf: error: ") -> int:
     """One line on stderr; with --json also the error object on stdout (see README)."""
     line = " ".join(message.split())  # one line, whatever the message held
-    print(f"raydf: error: {line}", file=streams.err)
+    print(f"{prefix}{line}", file=streams.err)
     if getattr(args, "json", False):
         try:
             print(json.dumps({"ok": False, "error": line, "exit_code": code,
