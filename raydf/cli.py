@@ -3,28 +3,44 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from raydf.errors import (
-    ConfigError,
-    RaydfError,
-    exit_code,
-)
+from raydf import errors
+from raydf.errors import ConfigError, RaydfError, StorageError, exit_code
+from raydf.terminal import Streams, debugging, quiet_broken_pipe, shield
+
+if TYPE_CHECKING:
+    from raydf.options import Request
+    from raydf.report import Report
 
 __all__ = ["main"]
 
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell shows for a writer killed by it
+
 EXIT_CODES = """exit status:
   0    every target node has every file, verified
-  1    the fan-out did not complete on every target node (the report says which)
-  2    bad input: malformed URL, bad or conflicting options
-  3    the hub refused or failed: not found, no access, rate limited, unavailable
+  1    the fan-out did not complete on every target node (the report says which),
+       or an unexpected error (one line; RAYDF_DEBUG=1 shows the traceback)
+  2    bad input: malformed URL, bad or conflicting options, --include/--exclude
+       matching no file, a cache key no node has, an --address (or RAY_ADDRESS)
+       where no Ray cluster answers (checked within seconds)
+  3    the hub refused or failed: not found, no access (private, gated), rate
+       limited, unavailable
   4    integrity: a file or piece did not match its digest, a hostile listing
-  5    storage: the destination or cache cannot be written
+  5    storage: the destination or cache cannot be written (e.g. -r -O naming an
+       existing file, -O naming an existing folder without -r)
   130  interrupted (Ctrl-C); 143 terminated (SIGTERM, `ray job stop`): the transfer is
        cancelled, what nodes verified is kept for a re-run, nothing partial is placed
+  141  stdout was closed by its reader (`raydf ... | head -1`); nothing more is written
+errors are one line on stderr ("raydf: error: ..."); with --json, stdout also holds
+one object {"ok": false, "error": ..., "exit_code": N, "url": ...}. Ray's own log
+lines never reach the terminal: they go to $RAYDF_CLI_LOG (default
+$TMPDIR/raydf-cli-<uid>.log); RAYDF_DEBUG=1 shows them instead.
 """
 
 GET_EPILOG = """examples:
@@ -34,6 +50,8 @@ GET_EPILOG = """examples:
       one folder of a dataset, parquet files only
   raydf get hf://org/model/config.json -O /tmp/config.json
       one file (without -r, -O names the file)
+  raydf get hf://org/model/config.json -O /tmp/cfg/
+      one file into a folder: an -O ending in / is a folder (as with cp and dfget)
   raydf get modelscope://Qwen/Qwen2.5-0.5B -O /models/qwen -r --ms-revision v1.0
       a ModelScope model at a tag
   raydf get hf://org/private -O /models/p -r --hf-token "$HF_TOKEN" --json
@@ -72,11 +90,14 @@ def _add_get(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    "modelscope://[models/|datasets/]owner/repo[/path], http(s)://..., "
                    "file:///..., s3://bucket/key, gs://..., abs://..., hdfs://...")
     p.add_argument("-O", "--output", required=True, metavar="OUT",
-                   help="destination: a folder with -r, else the file's path (e.g. -O /models/m)")
+                   help="destination: a folder with -r, else the file's path, or a folder if it ends "
+                   "in / (e.g. -O /models/m); a relative path is taken from this directory, "
+                   "the same on every node")
     p.add_argument("-r", "--recursive", action="store_true",
                    help="fetch everything under URL into the folder OUT (e.g. a whole repo)")
     p.add_argument("--include", action="append", metavar="GLOB", default=[],
-                   help="only files matching GLOB; repeatable (e.g. --include '*.safetensors')")
+                   help="only files matching GLOB; repeatable (e.g. --include '*.safetensors'); "
+                   "filters that leave no file are an error (exit 2)")
     p.add_argument("--exclude", action="append", metavar="GLOB", default=[],
                    help="skip files matching GLOB; repeatable (e.g. --exclude '*.bin')")
     for hub, name, env_tok, env_ep, rev in (
@@ -96,11 +117,13 @@ def _add_get(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    "Hugging Face cache (like HF_HUB_CACHE) that huggingface_hub and "
                    "transformers read offline, e.g. --layout hf-cache -O ~/.cache/huggingface/hub")
     p.add_argument("--json", action="store_true",
-                   help="print one JSON report on stdout (and nothing else there)")
+                   help="print one JSON object on stdout (and nothing else there): the report "
+                   "with ok and exit_code, or on an error {ok: false, error, exit_code, url}")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     p.add_argument("--address", metavar="ADDR",
                    help="Ray cluster to use (default $RAY_ADDRESS, a running cluster, else a "
-                   "new local one), e.g. --address 10.0.0.1:6379")
+                   "new local one), e.g. --address 10.0.0.1:6379; one where no Ray cluster "
+                   "answers fails within seconds (exit 2)")
     p.add_argument("--nodes", metavar="SELECTOR", default="auto",
                    help="target nodes: auto (GPU nodes if any, else all), gpu, all, or Ray "
                    "labels key=value[,key=value], e.g. --nodes gpu")
@@ -203,25 +226,30 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return demo_main(argv[1:])
     args = build_parser().parse_args(argv)
+    uses_ray = args.command in ("warm", "status") or (
+        args.command in ("get", "cache") and not args.local)
+    streams = shield() if uses_ray else Streams(sys.stdout, sys.stderr)
     try:
-        if args.command == "get":
-            return _get(args)
-        if args.command == "warm":
-            return _warm(args)
-        if args.command in ("status", "cache"):
-            return _admin(args)
-    except RaydfError as err:
-        print(f"raydf: error: {err}", file=sys.stderr)
-        return exit_code(err)
+        code = _run(args, streams)
+        streams.out.flush()
+        return code
+    except BrokenPipeError:
+        # The reader of stdout went away (`| head -1`): no traceback, no more output.
+        quiet_broken_pipe(streams)
+        return EXIT_BROKEN_PIPE
     except KeyboardInterrupt:
         if _signals_received:
-            print("raydf: terminated (SIGTERM); the transfer was cancelled, nothing partial "
-                  "was left at a final path; run the same command again to resume",
-                  file=sys.stderr)
-            return 143
-        print("raydf: interrupted; nothing partial was left at a final path", file=sys.stderr)
-        return 130
-    return 2
+            return _fail(args, streams, "terminated (SIGTERM); the transfer was cancelled, "
+                         "nothing partial was left at a final path; run the same command "
+                         "again to resume", 143, prefix="raydf: ")
+        return _fail(args, streams, "interrupted; nothing partial was left at a final path", 130,
+                     prefix="raydf: ")
+    except RaydfError as err:
+        return _fail(args, streams, str(err), exit_code(err))
+    except Exception as exc:  # anything else: one line, the traceback only when debugging
+        if debugging():
+            raise
+        return _fail(args, streams, *_unexpected(exc))
 
 
 _signals_received: list[int] = []
@@ -242,7 +270,50 @@ def _cancel_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, _terminated)
 
 
-def _get(args: argparse.Namespace) -> int:
+def _run(args: argparse.Namespace, streams: Streams) -> int:
+    if args.command == "get":
+        return _get(args, streams)
+    if args.command == "warm":
+        return _warm(args, streams)
+    return _admin(args, streams)
+
+
+def _fail(args: argparse.Namespace, streams: Streams, message: str, code: int, *,
+          prefix: str = "raydf: error: ") -> int:
+    """One line on stderr; with --json also the error object on stdout (see README)."""
+    line = " ".join(message.split())  # one line, whatever the message held
+    print(f"{prefix}{line}", file=streams.err)
+    if getattr(args, "json", False):
+        try:
+            print(json.dumps({"ok": False, "error": line, "exit_code": code,
+                              "url": getattr(args, "url", None)}, sort_keys=True),
+                  file=streams.out, flush=True)
+        except BrokenPipeError:
+            quiet_broken_pipe(streams)
+    return code
+
+
+def _unexpected(exc: Exception) -> tuple[str, int]:
+    """The one line and exit status for an exception raydf did not translate."""
+    if isinstance(exc, OSError) and exc.filename is not None:
+        return (f"cannot use {exc.filename}: {exc.strerror or exc}; check the path "
+                "(-O, RAYDF_CACHE) and its permissions", 5)
+    text = str(exc).strip().splitlines()
+    detail = f": {text[0]}" if text else ""
+    return (f"unexpected {type(exc).__name__}{detail} (RAYDF_DEBUG=1 shows the traceback "
+            "and Ray's own messages)", 1)
+
+
+def _with_status(report: Report, error: RaydfError | None = None) -> str:
+    """The report as --json prints it: the report's fields, plus ``ok`` and
+    ``exit_code`` (and ``error`` when the CLI found why it failed)."""
+    extra: dict[str, object] = {"ok": report.ok, "exit_code": report.exit_code}
+    if error is not None:
+        extra.update(exit_code=exit_code(error), error=str(error))
+    return json.dumps({**report.to_dict(), **extra}, sort_keys=True)
+
+
+def _get(args: argparse.Namespace, streams: Streams) -> int:
     from raydf.api import download_here, run_fanout
     from raydf.options import make_request
 
@@ -268,18 +339,51 @@ def _get(args: argparse.Namespace) -> int:
 
         connect(args.address)
         _cancel_on_sigterm()
-        report = run_fanout(request, target_nodes(args.nodes), progress=progress)
+        nodes = target_nodes(args.nodes)
+        _check_destinations(request, nodes)
+        report = run_fanout(request, nodes, progress=progress)
+    problem = None if report.ok or args.local else _job_error(report)
+    if problem is not None:  # one line and its exit code, as --local says it
+        print(f"raydf: error: {problem}", file=streams.err)
+        if args.json:
+            print(_with_status(report, problem), file=streams.out)
+        return exit_code(problem)
     if args.json:
-        print(report.to_json())
+        print(_with_status(report), file=streams.out)
     else:
-        print(report.summary(), file=sys.stderr)
+        print(report.summary(), file=streams.err)
         for node in report.nodes:
             if not node.ok:
-                print(f"raydf: node {node.node_id[:12]} failed: {node.error}", file=sys.stderr)
+                print(f"raydf: node {node.node_id[:12]} failed: {node.error}", file=streams.err)
     return report.exit_code
 
 
-def _warm(args: argparse.Namespace) -> int:
+def _job_error(report: Report) -> RaydfError | None:
+    """The typed error that failed the whole job on every node (the hub refused, the
+    listing was hostile, ...), so its exit code is the README's (3, 4, ...), not 1."""
+    kind = getattr(errors, report.error_type, None) if report.error_type else None
+    failed = [n for n in report.nodes if not n.ok]
+    if not (isinstance(kind, type) and issubclass(kind, RaydfError)) or not failed or (
+            len(failed) < len(report.nodes)):
+        return None
+    return kind(failed[0].error or report.error_type)
+
+
+def _check_destinations(request: Request, nodes: list[str]) -> None:
+    """Refuse (exit 5, before any origin byte) an -O that cannot be written on some
+    target node: an existing file for -r, an existing folder for one file."""
+    import ray
+
+    from raydf.cluster.service import peer_for
+
+    dest = str(request.dest)
+    found = [p for p in ray.get([peer_for(node).destination_problem.remote(dest, request.recursive)
+                                 for node in nodes]) if p is not None]
+    if found:
+        raise StorageError(f"{found[0]} (on {len(found)} of {len(nodes)} target nodes)")
+
+
+def _warm(args: argparse.Namespace, streams: Streams) -> int:
     from raydf.api import run_fanout
     from raydf.cluster.service import connect, target_nodes
     from raydf.options import make_request
@@ -293,14 +397,12 @@ def _warm(args: argparse.Namespace) -> int:
     _cancel_on_sigterm()
     report = run_fanout(request, target_nodes(args.nodes), place=False,
                         progress=not (args.no_progress or args.json))
-    print(report.to_json() if args.json else report.summary(),
-          file=sys.stdout if args.json else sys.stderr)
+    print(_with_status(report) if args.json else report.summary(),
+          file=streams.out if args.json else streams.err)
     return report.exit_code
 
 
-def _admin(args: argparse.Namespace) -> int:
-    import json
-
+def _admin(args: argparse.Namespace, streams: Streams) -> int:
     from raydf.admin import cache_command, cluster_status, format_status
 
     if args.command == "cache":
@@ -311,19 +413,26 @@ def _admin(args: argparse.Namespace) -> int:
 
             connect(args.address, start=False)
         result = cache_command(args.action, args.key, local=args.local)
+        if args.action == "rm" and not any(result.values()):
+            raise ConfigError(
+                f"no {'cache here' if args.local else 'node'} holds {args.key!r}"
+                + ("" if args.local else " (or a running job uses it)")
+                + "; `raydf cache ls` lists the keys")
         if args.json or args.action != "ls":
-            print(json.dumps(result, sort_keys=True))
+            print(json.dumps(result, sort_keys=True), file=streams.out)
         else:
             for node, rows in result.items():
                 for row in rows:
                     use = "in use" if row["in_use"] else "unused"
-                    print(f"{node[:12]}  {row['bytes']:>14}  {use:6}  {row['key']}")
+                    print(f"{node[:12]}  {row['bytes']:>14}  {use:6}  {row['key']}",
+                          file=streams.out)
         return 0
     from raydf.cluster.service import connect
 
     connect(args.address, start=False)
     status = cluster_status()
-    print(json.dumps(status, sort_keys=True, default=str) if args.json else format_status(status))
+    print(json.dumps(status, sort_keys=True, default=str) if args.json else format_status(status),
+          file=streams.out)
     return 0
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +23,7 @@ from raydf.errors import StorageError
 from raydf.pieces import Piece, pieces_of
 from raydf.plan import RepoPlan
 
-__all__ = ["LocalResult", "download", "place_from_cache"]
+__all__ = ["LocalResult", "destination_problem", "download", "place_from_cache"]
 
 
 @dataclass(frozen=True)
@@ -50,6 +50,34 @@ def place_from_cache(plan: RepoPlan, dest: Path, cache: NodeCache) -> list[Remot
     return missing
 
 
+def destination_problem(dest_dir: Path, paths: Iterable[str] = ()) -> StorageError | None:
+    """Why files cannot be placed at ``paths`` under ``dest_dir`` on this node, if they
+    cannot: an existing file where a folder must be (``dest_dir`` or one above or
+    below it), or an existing folder where a file must be.
+
+    Checked before anything is fetched (decide, then do), so such a run costs
+    no origin bytes and says what to change in one line; with no ``paths``,
+    only ``dest_dir`` and the folders above it are checked.
+    """
+    checked: set[Path] = set()
+    targets = [dest_dir / p for p in paths]
+    for target in targets or [dest_dir / "_"]:  # "_": only dest_dir and above are checked
+        for folder in reversed(target.parents):
+            if folder in checked:
+                continue
+            checked.add(folder)
+            if folder.exists() and not folder.is_dir():
+                return StorageError(
+                    f"cannot write under {folder}: it is an existing file, not a folder; "
+                    "remove it or choose another -O")
+        if targets and target.is_dir() and not target.is_symlink():
+            return StorageError(
+                f"cannot write {target}: it is an existing folder; remove it or choose another "
+                "-O (without -r, -O names the file itself; end it with / to put the file "
+                "inside a folder)")
+    return None
+
+
 def download(
     plan: RepoPlan,
     backend: Backend,
@@ -61,8 +89,9 @@ def download(
 ) -> LocalResult:
     """Fetch every file of ``plan`` not in the cache, verify it, place it under ``dest``."""
     started = time.monotonic()
-    cache.sweep_orphans()
-    missing = place_from_cache(plan, dest, cache)
+    problem = destination_problem(dest, (f.path for f in plan.files))
+    if problem is not None:
+        raise problem
     origin_bytes = 0
     lock = threading.Lock()
     partials: dict[str, Path] = {}
@@ -84,7 +113,10 @@ def download(
         if last:
             cache.place(cache.commit(partials[f.path], f), dest / f.path)
 
+    missing: list[RemoteFile] = []
     try:
+        cache.sweep_orphans()
+        missing = place_from_cache(plan, dest, cache)
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="raydf-fetch") as pool:
             futures: list[Future[None]] = []
             for f in missing:

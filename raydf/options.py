@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from raydf.backends import BackendOptions, open_backend, options_for
@@ -15,7 +16,7 @@ from raydf.layout import LAYOUTS
 from raydf.plan import RepoPlan, filter_files, normalize_patterns
 from raydf.uri import OBJECT_STORE_SCHEMES, Source, parse_url
 
-__all__ = ["HUB_OPTION_KEYS", "Request", "make_request"]
+__all__ = ["HUB_OPTION_KEYS", "Request", "describe_filters", "make_request"]
 
 HUB_OPTION_KEYS = frozenset(f"{hub}_{what}" for hub in ("hf", "ms")
                             for what in ("token", "endpoint", "revision"))
@@ -49,9 +50,12 @@ class Request:
     def make_plan(self, backend: Backend) -> RepoPlan:
         """Resolve the revision once, list once, filter, and fit to ``-O``."""
         commit = backend.resolve()
-        files = filter_files(
-            backend.list_files(commit), self.include, self.exclude, origin=self.source.format()
-        )
+        listed = backend.list_files(commit)
+        files = filter_files(listed, self.include, self.exclude, origin=self.source.format())
+        if listed and not files and (self.include or self.exclude):
+            raise ConfigError(f"{describe_filters(self.include, self.exclude)} match none of "
+                              f"the {len(listed)} files under {self.url}; check the patterns "
+                              "(fnmatch: '*' crosses '/', 'dir/' means everything under dir)")
         if not self.recursive:
             named = self.source.is_hub or self.source.scheme in OBJECT_STORE_SCHEMES
             single = len(files) == 1 and (
@@ -112,10 +116,33 @@ def make_request(
     options = options_for(source, hub_options, environ)
     return Request(
         source=source,
-        dest=Path(dest).expanduser(),
+        dest=_destination(source, str(dest), recursive),
         recursive=recursive,
         include=tuple(include or ()),
         exclude=tuple(exclude or ()),
         backend_options=options,
         layout=layout,
     )
+
+
+def _destination(source: Source, dest: str, recursive: bool) -> Path:
+    """``-O`` as every node must read it: absolute, taken from the caller's working
+    directory (a peer's own working directory means nothing to the caller).
+
+    Without ``-r``, an ``-O`` ending in ``/`` is a folder and the file goes
+    inside it under its own name, as ``cp`` and ``dfget`` do.
+    """
+    path = Path(dest).expanduser().absolute()
+    if not recursive and dest.endswith(("/", os.sep)):
+        name = PurePosixPath(source.path.rstrip("/")).name
+        if not name:
+            raise ConfigError(f"-O {dest} is a folder, and {source.format()} names no file "
+                              "to put in it; name the file with -O, or pass -r")
+        path = path / name
+    return path
+
+
+def describe_filters(include: Sequence[str], exclude: Sequence[str]) -> str:
+    """``--include '*.bin' --exclude 'x/'``, as the caller typed them."""
+    return " ".join([*(f"--include {p!r}" for p in include),
+                     *(f"--exclude {p!r}" for p in exclude)])

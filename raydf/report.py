@@ -40,6 +40,7 @@ class Report:
     job_id: str = ""
     # origin_requests by kind: "api", "resolve" (a file asked of the hub), "content" (CDN)
     hub_requests: dict[str, int] = field(default_factory=dict)
+    error_type: str = ""  # the raydf error class that ended the job, e.g. "GatedRepoError"
 
     @property
     def ok(self) -> bool:

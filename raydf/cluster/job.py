@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from raydf.cluster.spec import TaskSpec
-from raydf.errors import exit_code
+from raydf.errors import RaydfError, exit_code
 from raydf.plan import RepoPlan
 from raydf.policy import Assignment, Limits, PieceId, PlanState
 from raydf.report import NodeReport, Report
@@ -51,6 +51,7 @@ class Job:
     seed_hub_requests: dict[str, dict[str, int]] = field(default_factory=dict)  # ... by kind
     seed_losses: int = 0
     error: str | None = None
+    error_type: str = ""  # the RaydfError class behind ``error``, for the caller's exit code
     closed: bool = False
     ending: bool = False  # its run finished driving: joiners must start a new job
     joining: int = 0  # joins preparing their nodes right now
@@ -137,6 +138,7 @@ class Job:
             served={("seed" if h.startswith("seed-") else h): b for h, b in self.served.items()},
             skipped={n: self.node_skipped[n] for n in nodes if n in self.node_skipped},
             job_id=self.job_id,
+            error_type=self.error_type,
         )
 
 
@@ -146,6 +148,13 @@ def _sum_kinds(counts: Iterable[dict[str, int]]) -> dict[str, int]:
         for kind, n in by_kind.items():
             total[kind] = total.get(kind, 0) + n
     return total
+
+
+def error_type(exc: BaseException) -> str:
+    """The RaydfError class name of ``exc`` (or of the error inside a Ray task error)."""
+    cause = getattr(exc, "cause", None)
+    exc = cause if isinstance(cause, BaseException) else exc
+    return type(exc).__name__ if isinstance(exc, RaydfError) else ""
 
 
 def describe(exc: BaseException) -> str:

@@ -32,6 +32,7 @@ import numpy as np
 import ray
 
 from raydf.cache import InOrderDigests, NodeCache, node_path, temp_sibling
+from raydf.cluster.destination import destination_problem_here
 from raydf.cluster.metrics import log_event, metrics
 from raydf.cluster.placement import NAMESPACE, SCHEDULER_NAME
 from raydf.cluster.spec import TaskSpec
@@ -442,6 +443,10 @@ class PeerActor:
         except Exception:  # busy or restarting: cannot tell, so keep them
             return
         self.forget_jobs_except(epoch)
+
+    def destination_problem(self, dest: str, recursive: bool) -> StorageError | None:
+        """Why ``-O`` cannot be written on this node, if it cannot (callers ask first)."""
+        return destination_problem_here(dest, recursive)
 
     def cache_remove(self, key: str) -> int:
         self._forget_orphaned_jobs()

@@ -31,7 +31,7 @@ from typing import Any
 
 import ray
 
-from raydf.cluster.job import Job, describe
+from raydf.cluster.job import Job, describe, error_type
 from raydf.cluster.metrics import log_event, metrics
 from raydf.cluster.placement import alive_nodes, seed_options
 from raydf.cluster.seed import SeedActor
@@ -297,7 +297,7 @@ class SchedulerActor:
             await self._enlist_holders(job)
             await self._drive(job)
         except RaydfError as err:
-            job.error = str(err)
+            job.error, job.error_type = str(err), type(err).__name__
         except Exception as exc:  # a bug or a Ray failure: report it, never hang
             job.error = f"{type(exc).__name__}: {exc}"
         finally:
@@ -447,7 +447,7 @@ class SchedulerActor:
                 self._lose_seed(job)
                 return
             # The seed retried with backoff already: the origin is not delivering.
-            job.error = describe(exc)
+            job.error, job.error_type = describe(exc), error_type(exc)
             return
         if a.peer in job.node_error:
             return

@@ -15,6 +15,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import socket
 from typing import Any
 
 import ray
@@ -40,6 +41,7 @@ __all__ = [
     "unwrap",
 ]
 
+_PROBE_SECONDS = 3.0  # per step of the check that a Ray cluster answers at an address
 # Ray sockets on 127.0.0.1, no token file, no usage stats: safe defaults for a
 # cluster raydf starts by itself (a real cluster is started by its operator).
 _LOCAL_DEFAULTS = {
@@ -51,27 +53,90 @@ _LOCAL_DEFAULTS = {
 
 def connect(address: str | None = None, *, start: bool = True) -> None:
     """Join the cluster at ``address`` (or ``RAY_ADDRESS``, or a running one); else start
-    one (unless ``start`` is false: then it is an error)."""
+    one (unless ``start`` is false: then it is an error).
+
+    An address where no Ray cluster answers fails within seconds with one
+    line (ConfigError), instead of ``ray.init`` retrying for minutes.
+    """
     if ray.is_initialized():
         return
-    target = address or os.environ.get("RAY_ADDRESS")
-    if target is None:
-        try:
-            ray.init(address="auto", log_to_driver=False, logging_level=logging.ERROR)
-            return
-        except ConnectionError:
-            if not start:
-                raise ConfigError("no Ray cluster is running here; pass --address, or start "
-                                  "one with `ray start --head`") from None
-            for key, value in _LOCAL_DEFAULTS.items():
-                os.environ.setdefault(key, value)
-            ray.init(log_to_driver=False, logging_level=logging.ERROR)
-            return
+    flag = "--address" if address else "RAY_ADDRESS"
+    target = address or os.environ.get("RAY_ADDRESS") or None
+    if target is None or target == "auto":
+        recorded = _recorded_address()
+        # A recorded cluster that is gone would make ray.init retry it for minutes.
+        stale = recorded if recorded is not None and _why_no_gcs(recorded) else None
+        if stale is None:
+            try:
+                ray.init(address="auto", log_to_driver=False, logging_level=logging.ERROR)
+                return
+            except ConnectionError:
+                pass
+        if not start or target == "auto":
+            raise ConfigError("no Ray cluster is running here" + (
+                f" (the last one, at {stale}, does not answer)" if stale else "")
+                + "; pass --address HOST:PORT of the head node, or start one with "
+                "`ray start --head`")
+        for key, value in _LOCAL_DEFAULTS.items():
+            os.environ.setdefault(key, value)
+        # "local": a new cluster even where a stale one is recorded.
+        ray.init(address="local", log_to_driver=False, logging_level=logging.ERROR)
+        return
+    why = None if target.startswith("ray://") else _why_no_gcs(target)
+    if why is not None:
+        raise ConfigError(
+            f"no Ray cluster answers at {flag} {target}: {why}; check the head node's "
+            "address and GCS port (`ray status` on the head; 6379 by default)"
+            + (", or leave --address and RAY_ADDRESS unset to start a local cluster"
+               if start else ""))
     try:
         ray.init(address=target, log_to_driver=False, logging_level=logging.ERROR)
-    except ConnectionError as exc:
-        raise ConfigError(f"no Ray cluster answers at {target}: {exc}; start one with "
-                          "`ray start --head` or leave --address out to start a local one") from None
+    except (ConnectionError, ValueError) as exc:
+        raise ConfigError(f"no Ray cluster answers at {flag} {target}: "
+                          f"{str(exc).strip().splitlines()[0] if str(exc).strip() else exc!r}; "
+                          "check the address, or start one with `ray start --head`") from None
+
+
+def _recorded_address() -> str | None:
+    """The address of the cluster last started on this machine (the file `ray start`
+    writes under the Ray temp dir), if any."""
+    from ray._private.utils import read_ray_address
+
+    return read_ray_address(os.environ.get("RAY_TMPDIR")) or None
+
+
+def _why_no_gcs(address: str, timeout: float = _PROBE_SECONDS) -> str | None:
+    """None if a Ray GCS answers at ``host:port``, else why not (one phrase).
+
+    One TCP connect, then one GCS call (``GetClusterId``) with a deadline:
+    seconds, where ``ray.init`` retries a wrong address for minutes. A GCS
+    that refuses the call (token auth) still counts as answering.
+    """
+    host, sep, port = address.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        return "expected HOST:PORT, e.g. 10.0.0.1:6379"
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as exc:
+        return f"cannot connect ({exc.strerror or type(exc).__name__})"
+    if os.environ.get("RAY_USE_TLS", "0").lower() in ("1", "true"):
+        return None  # the GCS speaks TLS: the TCP connect is the probe
+    import grpc
+    from ray.core.generated import gcs_service_pb2, gcs_service_pb2_grpc
+
+    with grpc.insecure_channel(f"{host}:{port}") as channel:
+        stub = gcs_service_pb2_grpc.NodeInfoGcsServiceStub(channel)
+        try:
+            request = gcs_service_pb2.GetClusterIdRequest()  # type: ignore[attr-defined]
+            stub.GetClusterId(request, timeout=timeout)
+        except grpc.RpcError as exc:
+            code = exc.code()  # type: ignore[attr-defined]
+            if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
+                        grpc.StatusCode.UNIMPLEMENTED, grpc.StatusCode.INTERNAL,
+                        grpc.StatusCode.UNKNOWN):
+                return "something listens there, but it is not a Ray GCS"
+    return None
 
 
 def target_nodes(selector: str = "auto") -> list[str]:

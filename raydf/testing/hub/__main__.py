@@ -75,6 +75,11 @@ def main(argv: list[str] | None = None) -> int:
         folder = make(args.root, args.repo_id, [args.shard_size] * args.shards, seed=args.seed)
         print(folder)
         return 0
+    if not args.root.is_dir():
+        # A typo would otherwise serve an empty hub, and every repo would be "not found".
+        print(f"raydf hub serve: error: --root {args.root} is not a folder; pass the folder "
+              "holding models/, datasets/ and spaces/ (make one with make-model)", file=sys.stderr)
+        return 2
     hub = HubEmulator(
         args.root, tokens=dict(args.token), approved=args.approved, host=args.host,
         hf_port=args.hf_port, ms_port=args.ms_port, cdn_host=args.cdn_host, cdn_port=args.cdn_port,
