@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import ray
 
-from raydf.backends.base import Backend, Secret
+from raydf.backends.base import Authorizing, Backend, Secret
 from raydf.cluster.metrics import metrics
 from raydf.cluster.spec import TaskSpec
 from raydf.options import Request
@@ -71,9 +71,15 @@ class SeedActor:
         return self._backend
 
     def plan(self) -> RepoPlan:
-        """Resolve the revision and list the files (once per seed)."""
+        """Resolve the revision and list the files (once per seed), and make the hub
+        judge this caller's credential before any byte is placed for it: peers may
+        hold every piece already (caches, other jobs), so access is checked here."""
         if self._plan is None:
-            self._plan = self._request.make_plan(self._open())
+            backend = self._open()
+            plan = self._request.make_plan(backend)
+            if isinstance(backend, Authorizing):
+                backend.authorize(plan.commit, plan.files)
+            self._plan = plan
         return self._plan
 
     def add_tasks(self, tasks: list[TaskSpec]) -> None:
