@@ -23,6 +23,7 @@ they cross actor boundaries, and none of them ever carries a token.
     ├── UnsafeListing         a listing entry would escape the destination
     ├── StorageError          the destination or cache cannot be written
     └── FanoutError           a fan-out did not complete on every target node
+        └── SenderFailed      a holder was briefly unavailable or missed a pull's deadline
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ __all__ = [
     "RaydfError",
     "RepoNotFound",
     "RevisionNotFound",
+    "SenderFailed",
     "StorageError",
     "UnsafeListing",
 ]
@@ -122,3 +124,8 @@ class StorageError(RaydfError, OSError):
 
 class FanoutError(RaydfError):
     """A fan-out that did not complete on every target node."""
+
+
+class SenderFailed(FanoutError):
+    """A holder did not deliver a piece (briefly unavailable, or past the pull's
+    deadline): the piece is taken again, and the holder is blamed, not the receiver."""

@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from raydf.blame import Blame
 from raydf.cluster.spec import TaskSpec
 from raydf.plan import RepoPlan
 from raydf.policy import Assignment, Limits, PieceId, PlanState
@@ -39,7 +40,7 @@ class Job:
     node_error: dict[str, str] = field(default_factory=dict)
     served: dict[str, int] = field(default_factory=dict)
     p2p_bytes: int = 0
-    failures: dict[PieceId, int] = field(default_factory=dict)
+    blame: Blame = field(default_factory=Blame)  # failure counts per sender and receiver
     received: list[tuple[float, str, str, int]] = field(default_factory=list)
     origin_times: list[tuple[float, str, int]] = field(default_factory=list)
     origin_bytes: int = 0  # counted from the seeds' fetches, lost seeds included

@@ -35,13 +35,15 @@ import ray
 from raydf.cache import InOrderDigests, NodeCache, node_path
 from raydf.cluster.metrics import log_event, metrics
 from raydf.cluster.spec import TaskSpec
-from raydf.errors import IntegrityError
+from raydf.errors import IntegrityError, SenderFailed
 from raydf.pieces import piece_crc
 
 __all__ = ["PeerActor"]
 
 PieceId = tuple[str, int]
 DEFAULT_BUDGET_FRACTION = 0.3  # of the node's object store, when no budget is given
+LEND_TIMEOUT = 60.0  # s for a holder to answer a lend: past it, the holder is blamed
+PULL_TIMEOUT = 120.0  # s for a piece (<= 64 MiB) to arrive once lent
 
 
 @dataclass
@@ -216,8 +218,14 @@ class PeerActor:
         task_id = asm.spec.task_id
         piece = asm.spec.piece(index)
         try:
-            ref, lender_crc = ray.get(source.lend.remote(task_id, index))
-            array = ray.get(ref)
+            ref, lender_crc = ray.get(source.lend.remote(task_id, index), timeout=LEND_TIMEOUT)
+            array = ray.get(ref, timeout=PULL_TIMEOUT)
+        except (ray.exceptions.ActorUnavailableError, ray.exceptions.GetTimeoutError) as exc:
+            # A passing hiccup or a stalled holder, not a dead node: retried elsewhere.
+            raise SenderFailed(
+                f"piece {index} of {asm.spec.paths[0]}: its holder did not deliver it to node "
+                f"{self.node_id[:8]} ({type(exc).__name__}); it will be taken again"
+            ) from None
         except (ray.exceptions.RayActorError, ray.exceptions.ObjectLostError,
                 ray.exceptions.OwnerDiedError) as exc:
             return {"source_lost": True, "error": type(exc).__name__}

@@ -30,12 +30,13 @@ from typing import Any
 
 import ray
 
+from raydf.blame import Fault, Verdict
 from raydf.cluster.job import Job, describe
 from raydf.cluster.metrics import log_event, metrics
 from raydf.cluster.placement import seed_options
 from raydf.cluster.seed import SeedActor
 from raydf.cluster.spec import TaskSpec
-from raydf.errors import RaydfError
+from raydf.errors import IntegrityError, RaydfError, SenderFailed
 from raydf.plan import RepoPlan
 from raydf.policy import ORIGIN, Assignment, Limits, PlanState, decide
 from raydf.report import Report
@@ -43,7 +44,6 @@ from raydf.report import Report
 __all__ = ["SchedulerActor"]
 
 SEED_COPIES = 2  # peers holding a piece before the seed lets it go
-MAX_PIECE_FAILURES = 5
 KEEP_FINISHED_JOBS = 16
 CLAIM_TIMEOUT = 300.0  # a leader that never submits is presumed gone
 STANDBY_FETCHES = Limits().origin_fetches  # origin reads at once of the standby seed
@@ -329,6 +329,7 @@ class SchedulerActor:
             job.seed_requests[a.peer] = requests
             job.origin_times.append((time.time(), *a.piece))
             state.finish(a)
+            job.blame.delivered(a.peer)
             return
         if a.peer in job.node_error:
             return  # the receiver already failed and left the plan
@@ -344,6 +345,7 @@ class SchedulerActor:
         if result["crc"] is not None:  # None: the peer had it already (another job brought it)
             job.crc.setdefault(a.piece, result["crc"])
         state.finish(a)
+        job.blame.delivered(a.source)
         if "file_corrupt" in result:
             job.fail_node(a.peer, result["file_corrupt"])
             state.remove_holder(a.peer)
@@ -355,7 +357,13 @@ class SchedulerActor:
     def _failed(self, job: Job, a: Assignment, exc: BaseException) -> None:
         state = job.state
         assert state is not None
+        passing = isinstance(exc, ray.exceptions.ActorUnavailableError)
         if a.source == ORIGIN:  # the callee was the seed itself
+            if passing:  # a hiccup, not a death: fetch again, the seed blamed
+                state.fail(a)
+                self._blamed(job, a, job.blame.failed(a.peer, a.peer, a.piece, Fault.SENDER),
+                             describe(exc))
+                return
             if isinstance(exc, ray.exceptions.RayActorError):
                 # The seed died: its pieces are gone, a caller supplies a new one.
                 self._lose_seed(job)
@@ -365,15 +373,33 @@ class SchedulerActor:
             return
         if a.peer in job.node_error:
             return
-        if isinstance(exc, ray.exceptions.RayActorError):
+        if isinstance(exc, ray.exceptions.RayActorError) and not passing:
             job.fail_node(a.peer, f"node lost ({type(exc).__name__})")
             state.remove_holder(a.peer)
             return
-        count = job.failures[a.piece] = job.failures.get(a.piece, 0) + 1
         if a in state.in_flight():
             state.fail(a)
-        if count >= MAX_PIECE_FAILURES:
-            job.fail_node(a.peer, describe(exc))
+        verdict = job.blame.failed(a.source, a.peer, a.piece, _fault_of(exc))
+        self._blamed(job, a, verdict, describe(exc))
+
+    def _blamed(self, job: Job, a: Assignment, verdict: Verdict, reason: str) -> None:
+        """Do what the blame rule says about one failed transfer (see raydf.blame)."""
+        state = job.state
+        assert state is not None
+        sender = a.peer if a.source == ORIGIN else a.source
+        if verdict.distrust_sender:
+            log_event("sender_distrusted", job=job.job_id, sender=sender[:12],
+                      reason=reason.replace(" ", "_")[:120])
+            if sender == job.seed_id:
+                self._lose_seed(job)  # killed; a caller supplies a new one
+            else:
+                state.distrust(sender)
+        elif verdict.drop_piece:
+            state.drop_holding(sender, a.piece)
+            if sender == job.seed_id:
+                job.seed_held.discard(a.piece)
+        if verdict.fail_receiver:
+            job.fail_node(a.peer, reason)
             state.remove_holder(a.peer)
 
     def _lose_seed(self, job: Job) -> None:
@@ -384,6 +410,9 @@ class SchedulerActor:
         job.seed_losses += 1
         job.seed_held.clear()
         state.remove_holder(job.seed_id)
+        # Given up on (dead, or failing): kill it so its token and pieces go too.
+        with contextlib.suppress(Exception):
+            ray.kill(job.seed)
         job.seed = None
 
     async def add_seed(self, job_id: str, seed: Any) -> bool:
@@ -463,3 +492,13 @@ class SchedulerActor:
         for node in job.peers:
             if not job.node_event(node).is_set():
                 job.fail_node(node, job.error or "the job ended before this node completed")
+
+
+def _fault_of(exc: BaseException) -> Fault:
+    """Whose fault a failed pull was, from what the receiver raised."""
+    cause = getattr(exc, "cause", None) or exc
+    if isinstance(cause, IntegrityError):
+        return Fault.BAD_BYTES  # the sender's bytes failed the piece's CRC-32
+    if isinstance(cause, SenderFailed):
+        return Fault.SENDER
+    return Fault.OTHER

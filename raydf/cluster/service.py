@@ -118,9 +118,10 @@ def scheduler() -> Any:
     ).remote()
 
 
-def peer_for(node_id: str) -> Any:
-    """The peer actor of ``node_id`` (hard node affinity), created on first use."""
-    return ray.remote(PeerActor).options(
+def peer_for(node_id: str, actor_class: type[PeerActor] = PeerActor) -> Any:
+    """The peer actor of ``node_id`` (hard node affinity), created on first use
+    (as ``actor_class``: tests install a misbehaving one, see raydf.testing.faults)."""
+    return ray.remote(actor_class).options(
         name=f"raydf-peer-{node_id}",
         namespace=NAMESPACE,
         lifetime="detached",
