@@ -138,6 +138,12 @@ class InOrderDigests:
                 self._waiting.remove(self._next)
                 self._update(read_back(self._next))
 
+    @property
+    def hashed(self) -> int:
+        """Pieces ``0 .. hashed-1`` are in the digests (later ones may be waiting)."""
+        with self._lock:
+            return self._next
+
     def _update(self, data: memoryview) -> None:
         for digest in self._digests.values():
             digest.update(data)

@@ -266,7 +266,7 @@ def _get(args: argparse.Namespace) -> int:
         for node in report.nodes:
             if not node.ok:
                 print(f"raydf: node {node.node_id[:12]} failed: {node.error}", file=sys.stderr)
-    return 0 if report.ok else 1
+    return 0 if report.ok else 4 if report.corrupt else 1
 
 
 def _warm(args: argparse.Namespace) -> int:

@@ -249,6 +249,48 @@ class PlanState:
         for g in sorted(self._holds[hid]):
             self.drop_holding(holder, self._pieces[g])
 
+    def retake(self, pieces: Iterable[PieceId]) -> None:
+        """Every peer's copy of ``pieces`` is bad (the origin sent bad bytes, since
+        fixed at a seed): peers drop them and need them again; transfers of them fail.
+        Seeds keep theirs (a seed holds the fixed bytes)."""
+        self._settle()
+        for piece in pieces:
+            g = self._gid(piece)
+            for a, (_, fg, sid) in list(self._flight.items()):
+                if fg == g and sid >= 0:
+                    self._fail(a)
+            for h in [h for h in self._holders[g] if h not in self._seeds]:
+                self.drop_holding(self._names[h], piece)
+            for p, have in self._have.items():
+                if g in have:
+                    have.discard(g)
+                    if piece[0] in self._wants[p]:
+                        self._need[p].add(g)
+                        self._needers[g].add(p)
+                    self._touch_peer(p)
+                    self._dirty_peers.add(p)
+            self._touch(g)
+
+    def abandon(self, task: str) -> None:
+        """Nobody can get ``task`` (the origin keeps sending bad bytes): peers stop
+        needing it, as if they had it, so their other tasks still complete; the
+        caller reports it as failed."""
+        self._settle()
+        first, count = self._first[task], self._count[task]
+        pieces = range(first, first + count)
+        for a, (_, g, sid) in list(self._flight.items()):
+            if g in pieces and sid >= 0:
+                self._fail(a)
+        for p in self._need:
+            if task in self._wants[p]:
+                for g in pieces:
+                    self._need[p].discard(g)
+                    self._needers[g].discard(p)
+                    self._have[p].add(g)
+                self._touch_peer(p)
+        for g in pieces:
+            self._touch(g)
+
     def remove_holder(self, holder: str) -> None:
         """A peer or seed died: forget what it held, fail its transfers, drop its wants."""
         self._settle()

@@ -36,6 +36,8 @@ class Report:
     nodes: list[NodeReport] = field(default_factory=list)
     served: dict[str, int] = field(default_factory=dict)  # holder -> bytes it uploaded
     job_id: str = ""
+    # Files the origin kept sending bad bytes for (placed nowhere): exit status 4.
+    corrupt: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:

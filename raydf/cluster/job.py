@@ -41,6 +41,8 @@ class Job:
     served: dict[str, int] = field(default_factory=dict)
     p2p_bytes: int = 0
     blame: Blame = field(default_factory=Blame)  # failure counts per sender and receiver
+    healed: list[tuple[str, dict[int, int]]] = field(default_factory=list)  # to apply
+    corrupt: dict[str, str] = field(default_factory=dict)  # task -> why nobody gets it
     received: list[tuple[float, str, str, int]] = field(default_factory=list)
     origin_times: list[tuple[float, str, int]] = field(default_factory=list)
     origin_bytes: int = 0  # counted from the seeds' fetches, lost seeds included
@@ -63,6 +65,9 @@ class Job:
         return self._events.setdefault(node, asyncio.Event())
 
     def complete_node(self, node: str) -> None:
+        if self.corrupt:  # every other file is placed; this one cannot be
+            self.fail_node(node, next(iter(self.corrupt.values())))
+            return
         if node not in self.node_done:
             self.node_done[node] = time.monotonic() - self.started
         self.node_event(node).set()
@@ -105,6 +110,7 @@ class Job:
             nodes=rows,
             served={("seed" if h.startswith("seed-") else h): b for h, b in self.served.items()},
             job_id=self.job_id,
+            corrupt=sorted(self.corrupt.values()),
         )
 
 

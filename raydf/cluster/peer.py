@@ -62,6 +62,7 @@ class _Assembly:
     finishing: threading.Lock = field(default_factory=threading.Lock)
     busy: int = 0  # pulls and lends using ``fd`` right now
     retired: bool = False  # no job wants it: close ``fd`` once nobody uses it
+    fixed: dict[int, int] = field(default_factory=dict)  # healed piece -> its new CRC-32
 
 
 class PeerActor:
@@ -188,6 +189,10 @@ class PeerActor:
                 if isinstance(outcome, dict):
                     return outcome
                 nbytes, crc = outcome
+                with self._lock:
+                    replaced = self._tasks.get(task_id) is not asm
+                if replaced:  # a heal began the file anew meanwhile (see retake)
+                    return {"stale": True}
             result: dict[str, Any] = {"bytes": nbytes, "seconds": time.monotonic() - started,
                                       "crc": crc, "file_done": False}
             with self._lock:
@@ -229,7 +234,7 @@ class PeerActor:
         except (ray.exceptions.RayActorError, ray.exceptions.ObjectLostError,
                 ray.exceptions.OwnerDiedError) as exc:
             return {"source_lost": True, "error": type(exc).__name__}
-        expected = lender_crc if crc is None else crc
+        expected = asm.fixed.get(index, lender_crc if crc is None else crc)
         view = memoryview(array)
         if len(view) != piece.length or piece_crc(view) != expected:
             raise IntegrityError(
@@ -282,6 +287,39 @@ class PeerActor:
         for dest_dir in dests:
             if dest_dir is not None:
                 self._place(asm, dest_dir)
+
+    def retake(self, job_id: str, task_id: str, fixed: dict[int, int]) -> None:
+        """The origin's first bytes of pieces ``fixed`` were bad, and the seed read
+        the file again (see SeedActor.fetch): assemble it anew in a fresh partial,
+        with the pieces this node had but those, so that a pull still writing the
+        bad bytes writes them into the old partial, which is dropped."""
+        with self._lock:
+            old = self._tasks.get(task_id)
+            if old is None or old.complete or old.retired:
+                return
+            old.busy += 1
+            partial = self.cache.new_partial(old.spec.file)
+            fresh = _Assembly(old.spec, partial, os.open(partial, os.O_RDWR),
+                              InOrderDigests(old.spec.file, old.spec.num_pieces),
+                              jobs=set(old.jobs), reported=set(old.reported), fixed=dict(fixed))
+            self._tasks[task_id] = fresh
+            self._unpin_task(task_id)
+            keep = sorted(old.have - set(fixed))
+        try:
+            digests = fresh.digests
+            assert digests is not None
+            for index in keep:
+                data = _read_piece(old, index)
+                os.pwrite(fresh.fd, data, old.spec.piece(index).start)
+                digests.add(index, data, lambda i: _read_piece(fresh, i))
+                with self._lock:
+                    fresh.have.add(index)
+        finally:
+            with self._lock:
+                old.busy -= 1
+                self._retire(old)
+        log_event("file_retaken", node=self.node_id[:8], job=job_id, file=old.spec.paths[0],
+                  pieces=len(fixed))
 
     # -- serving ---------------------------------------------------------
 

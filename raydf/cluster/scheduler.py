@@ -294,6 +294,8 @@ class SchedulerActor:
             for fut in done:
                 if fut in pending:
                     self._settle(job, pending.pop(fut), fut)
+            if job.healed:
+                await self._apply_heals(job, pending)
             if job.error is not None:
                 for fut in pending:
                     fut.cancel()
@@ -322,7 +324,9 @@ class SchedulerActor:
             self._failed(job, a, exc)
             return
         if a.source == ORIGIN:
-            crc, nbytes, requests = result
+            crc, nbytes, requests, healed = result
+            if healed:
+                job.healed.append((a.piece[0], healed))
             job.crc[a.piece] = crc
             job.seed_held.add(a.piece)
             job.origin_bytes += nbytes
@@ -333,6 +337,9 @@ class SchedulerActor:
             return
         if a.peer in job.node_error:
             return  # the receiver already failed and left the plan
+        if result.get("stale"):  # it went into an assembly a heal replaced: again
+            state.fail(a)
+            return
         if result.get("source_lost"):
             if a.source == job.seed_id:
                 self._lose_seed(job)
@@ -368,6 +375,17 @@ class SchedulerActor:
                 # The seed died: its pieces are gone, a caller supplies a new one.
                 self._lose_seed(job)
                 return
+            cause = getattr(exc, "cause", None) or exc
+            if isinstance(cause, IntegrityError):
+                # The origin kept sending bad bytes for this file, read again
+                # already: nobody gets it, the other files still complete.
+                state.fail(a)
+                job.corrupt.setdefault(a.piece[0], str(cause))
+                state.abandon(a.piece[0])
+                for node in job.peers:
+                    if node not in job.node_error and state.done(node):
+                        job.complete_node(node)  # reported failed, naming the file
+                return
             # The seed retried with backoff already: the origin is not delivering.
             job.error = describe(exc)
             return
@@ -401,6 +419,34 @@ class SchedulerActor:
         if verdict.fail_receiver:
             job.fail_node(a.peer, reason)
             state.remove_holder(a.peer)
+
+    async def _apply_heals(self, job: Job, pending: dict[asyncio.Future[Any], Assignment]) -> None:
+        """The seed read a corrupt file again and holds the pieces that differ: every
+        peer drops its copies of them (it assembles the file anew without them, see
+        PeerActor.retake) before anyone is sent them again."""
+        state = job.state
+        assert state is not None
+        while job.healed:
+            task_id, crcs = job.healed.pop()
+            pieces = [(task_id, i) for i in crcs]
+            job.crc.update(zip(pieces, crcs.values(), strict=True))
+            for fut in [f for f, a in pending.items()
+                        if a.source != ORIGIN and a.piece[0] == task_id and a.piece[1] in crcs]:
+                del pending[fut]  # carrying the bad bytes: its result is not wanted
+                fut.cancel()
+            state.retake(pieces)
+            if job.seed is not None:
+                for piece in pieces:
+                    state.add_holding(job.seed_id, piece)
+                    job.seed_held.add(piece)
+            nodes = [n for n in job.peers if n not in job.node_error]
+            calls = [job.peers[n].retake.remote(job.job_id, task_id, crcs) for n in nodes]
+            outcomes = await asyncio.gather(*calls, return_exceptions=True)
+            for node, outcome in zip(nodes, outcomes, strict=True):
+                if isinstance(outcome, BaseException):
+                    job.fail_node(node, describe(outcome))
+                    state.remove_holder(node)
+            log_event("file_healed", job=job.job_id, task=task_id, pieces=len(crcs))
 
     def _lose_seed(self, job: Job) -> None:
         state = job.state

@@ -3,6 +3,9 @@
 * Access per caller: bytes of a gated or private repo reach a caller only after
   the hub accepted that caller's own token, wherever they come from (the nodes'
   caches, another job's assembly in flight).
+* Corruption heals: a file the origin sent bad bytes for is read again by the
+  seed, the pieces that differ are replaced on every holder and the job
+  completes; a file that stays bad is placed nowhere (exit 4), the rest is.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import ray
 import raydf
 from raydf.cluster.service import NAMESPACE, SCHEDULER_NAME
 from raydf.errors import GatedRepoError, HubError, RepoNotFound
+from raydf.pieces import piece_length
 from raydf.testing.cluster import LocalCluster, wait_until
 from raydf.testing.hub import HubEmulator, make_model, write_repo_meta
 
@@ -139,3 +143,74 @@ def test_a_gated_repo_in_flight_for_an_approved_caller_reaches_no_refused_caller
         assert files_of(cluster.path_on(node, "/models/flight-a")) == files_of(src)
     assert nothing_at(cluster, "/models/flight-anon")
     assert nothing_at(cluster, f"/models/flight-{BOB}")
+
+
+def repo_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
+def read_twice(hub: HubEmulator, repo_id: str, src: Path) -> dict[str, int]:
+    """Files of ``repo_id`` whose content the origin sent more than once: path -> bytes."""
+    sizes = {p.relative_to(src).as_posix(): p.stat().st_size for p in src.rglob("*") if p.is_file()}
+    out = {}
+    for key, used in hub.stats()["by_file"].items():
+        prefix = f"hf:models/{repo_id}:"
+        if key.startswith(prefix) and used["bytes"] > sizes[key[len(prefix):]]:
+            out[key[len(prefix):]] = used["bytes"]
+    return out
+
+
+@pytest.mark.parametrize("nodes", [1, 4])
+def test_one_corrupted_origin_response_is_read_again_and_every_node_completes_byte_identical(
+    cluster: LocalCluster, hub: HubEmulator, hub_root: Path, nodes: int,
+) -> None:
+    repo_id = f"org/heal-{nodes}"
+    src = make_model(hub_root, repo_id, shard_sizes=[12 * MiB], seed=80 + nodes)
+    targets = cluster.node_ids[:nodes]
+    selector = "raydf/sim-node=0" if nodes == 1 else "auto"
+    hub.reset_stats()
+    hub.set_knobs(corrupt_next=1)  # whichever file's download comes first
+    try:
+        report = raydf.fanout(f"hf://{repo_id}", f"/models/heal-{nodes}",
+                              hf_endpoint=hub.hf_endpoint, nodes=selector)
+    finally:
+        hub.clear_knobs()
+    assert report.ok, [n.error for n in report.nodes if not n.ok]
+    assert sorted(n.node_id for n in report.nodes) == sorted(targets)
+    for node in targets:
+        assert files_of(cluster.path_on(node, f"/models/heal-{nodes}")) == files_of(src)
+        assert not list(cluster.node_root(node).rglob("*.partial"))
+    # One file was read again from the origin (the corrupted one), within the bound.
+    (bad, sent), = read_twice(hub, repo_id, src).items()
+    size = (src / bad).stat().st_size
+    assert sent == 2 * size
+    assert hub.stats()["download_bytes"] <= repo_bytes(src) + 2 * size
+
+
+def test_a_file_the_origin_keeps_corrupting_exits_4_after_3_reads_and_the_rest_is_placed(
+    cluster: LocalCluster, hub: HubEmulator, hub_root: Path,
+) -> None:
+    base = make_model(hub_root, "org/rot-base", shard_sizes=[8 * MiB], seed=90)
+    assert raydf.fanout("hf://org/rot-base", "/models/rot-base", hf_endpoint=hub.hf_endpoint).ok
+    # The same files plus one the nodes do not have: only its downloads are hit.
+    src = make_model(hub_root, "org/rot", shard_sizes=[8 * MiB], seed=90)
+    (src / "README.md").write_bytes((base / "README.md").read_bytes())
+    extra = 6 * MiB
+    (src / "extra.bin").write_bytes(bytes(range(256)) * (extra // 256))
+    hub.reset_stats()
+    hub.set_knobs(corrupt_next=1000)
+    try:
+        code, err = cli_exit(cluster, hub, "hf://org/rot", "/models/rot")
+    finally:
+        hub.clear_knobs()
+    assert code == 4, err
+    assert "extra.bin" in err and "3 whole reads" in err
+    # Attempts bounded, counted at the emulator: three whole reads of the one file.
+    pieces = -(-extra // piece_length(extra))
+    used = hub.stats()["by_file"]["hf:models/org/rot:extra.bin"]
+    assert used["bytes"] == 3 * extra
+    assert hub.stats()["download_requests"] == 3 * pieces
+    good = {k: v for k, v in files_of(src).items() if k != "extra.bin"}
+    for node in cluster.node_ids:
+        assert files_of(cluster.path_on(node, "/models/rot")) == good
+        assert not list(cluster.node_root(node).rglob("*.partial"))

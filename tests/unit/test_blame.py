@@ -70,3 +70,32 @@ def test_a_distrusted_peer_keeps_receiving_what_it_wants() -> None:
             state.start(a)
             state.finish(a)
     assert state.done("shaky") and "shaky" not in state.holders(("t", 1))
+
+
+def test_retaken_pieces_are_needed_again_by_every_peer_and_stay_with_the_seed() -> None:
+    state = PlanState({"t": 2}, ["seed"])
+    state.add_peer("a", ["t"])
+    state.add_peer("b", ["t"])
+    while not state.all_done():
+        for a in decide(state):
+            state.start(a)
+            state.finish(a)
+    state.retake([("t", 1)])
+    assert not state.done("a") and not state.done("b")
+    assert state.holders(("t", 1)) == {"seed"} and state.holders(("t", 0)) >= {"a", "b"}
+    again = decide(state)
+    assert {(a.peer, a.piece) for a in again} == {("a", ("t", 1)), ("b", ("t", 1))}
+
+
+def test_an_abandoned_task_no_longer_holds_a_peer_back_and_is_never_fetched() -> None:
+    state = PlanState({"bad": 2, "good": 1}, ["seed"])
+    state.add_peer("a", ["bad", "good"])
+    seen: list[Assignment] = []
+    state.abandon("bad")
+    while not state.all_done():
+        out = decide(state)
+        for a in out:
+            state.start(a)
+            state.finish(a)
+        seen += out
+    assert state.done("a") and all(a.piece[0] == "good" for a in seen)
