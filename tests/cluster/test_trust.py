@@ -3,6 +3,9 @@
 * Access per caller: bytes of a gated or private repo reach a caller only after
   the hub accepted that caller's own token, wherever they come from (the nodes'
   caches, another job's assembly in flight).
+* A cache that cannot lie: a blob changed after it was verified (a same-size
+  write through a hard-linked destination) is hashed again, dropped, and the
+  file comes from a good peer; it is never placed or served as good.
 * Corruption heals: a file the origin sent bad bytes for is read again by the
   seed, the pieces that differ are replaced on every holder and the job
   completes; a file that stays bad is placed nowhere (exit 4), the rest is.
@@ -22,8 +25,10 @@ import pytest
 import ray
 
 import raydf
+from raydf.api import run_fanout
 from raydf.cluster.service import NAMESPACE, SCHEDULER_NAME
 from raydf.errors import GatedRepoError, HubError, RepoNotFound
+from raydf.options import make_request
 from raydf.pieces import piece_length
 from raydf.testing.cluster import LocalCluster, wait_until
 from raydf.testing.hub import HubEmulator, make_model, write_repo_meta
@@ -214,3 +219,35 @@ def test_a_file_the_origin_keeps_corrupting_exits_4_after_3_reads_and_the_rest_i
     for node in cluster.node_ids:
         assert files_of(cluster.path_on(node, "/models/rot")) == good
         assert not list(cluster.node_root(node).rglob("*.partial"))
+
+
+def test_a_same_size_write_through_a_destination_is_never_placed_or_served_again(
+    cluster: LocalCluster, hub: HubEmulator, hub_root: Path,
+) -> None:
+    src = make_model(hub_root, "org/poison", shard_sizes=[8 * MiB], seed=95)
+    shard = "model-00001-of-00001.safetensors"
+    n0, n1, _, n3 = cluster.node_ids
+
+    def fan(dest: str, nodes: list[str]) -> None:
+        request = make_request("hf://org/poison", dest,
+                               hub_options={"hf_endpoint": hub.hf_endpoint})
+        report = run_fanout(request, nodes)
+        assert report.ok, [n.error for n in report.nodes if not n.ok]
+
+    fan("/models/poison", [n0, n1])
+    target = cluster.path_on(n0, f"/models/poison/{shard}")
+    with open(target, "r+b") as f:  # root ignores the 0444 mode of the shared inode
+        f.seek((src / shard).stat().st_size // 2)
+        byte = f.read(1)
+        f.seek(-1, 1)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    assert target.read_bytes() != (src / shard).read_bytes()
+    hub.reset_stats()
+    # The next job on that node, and on a node without the file.
+    fan("/models/poison-again", [n0, n3])
+    for node in (n0, n3):
+        assert files_of(cluster.path_on(node, "/models/poison-again")) == files_of(src)
+    # A good peer (node 1) supplied the shard: nothing came from the origin.
+    assert hub.stats()["by_file"].get(f"hf:models/org/poison:{shard}", {}).get("bytes", 0) == 0
+    fan("/models/poison", [n0])  # the poisoned destination itself is placed again
+    assert files_of(cluster.path_on(n0, "/models/poison")) == files_of(src)
