@@ -8,7 +8,8 @@ asking it and complete from the origin (and each other).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -33,6 +34,23 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
         yield c
 
 
+@pytest.fixture(scope="module")
+def record() -> Iterator[Callable[..., None]]:
+    """With RAYDF_RELIABILITY_REPORT set, append this module's rows to the table
+    tests/cluster/test_faults.py writes there (run them in one pytest call)."""
+    rows: list[str] = []
+
+    def add(fault: str, outcome: str, origin: int, repo: int) -> None:
+        rows.append(f"| {fault} | {outcome} | {origin / MiB:.1f} MiB | {repo / MiB:.1f} MiB | "
+                    f"{origin / repo:.2f} |")
+
+    yield add
+    target = os.environ.get("RAYDF_RELIABILITY_REPORT")
+    if target and rows:
+        with open(target, "a") as out:
+            out.write("\n".join(rows) + "\n")
+
+
 def head_node() -> str:
     (head,) = [n["NodeID"] for n in ray.nodes()
                if n["Alive"] and n.get("Resources", {}).get("raydf_seed")]
@@ -45,7 +63,7 @@ def files_of(folder: Path) -> dict[str, bytes]:
 
 
 def test_a_holder_that_always_sends_bad_bytes_stops_being_chosen_and_8_receivers_complete(
-    cluster: LocalCluster, hub: HubEmulator, hub_root: Path,
+    cluster: LocalCluster, hub: HubEmulator, hub_root: Path, record: Callable[..., None],
 ) -> None:
     src = make_model(hub_root, "org/liar", shard_sizes=[24 * MiB], seed=71)
     repo = sum(p.stat().st_size for p in src.rglob("*") if p.is_file())
@@ -65,3 +83,6 @@ def test_a_holder_that_always_sends_bad_bytes_stops_being_chosen_and_8_receivers
     assert ray.get(liar.corrupted.remote()) >= 1
     assert report.served.get(head, 0) == 0
     assert 0 < hub.stats()["download_bytes"] <= repo
+    record("a holder that always sends bad bytes, 8 receivers (8-node cluster)",
+           "8 of 8; the holder no longer chosen after 2 bad pieces",
+           hub.stats()["download_bytes"], repo)

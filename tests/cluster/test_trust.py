@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -44,6 +44,23 @@ def hub(hub_root: Path) -> Iterator[HubEmulator]:
     with HubEmulator(hub_root, tokens={ALICE: "alice", BOB: "bob"},
                      approved={"alice"}) as emulator:
         yield emulator
+
+
+@pytest.fixture(scope="module")
+def record() -> Iterator[Callable[..., None]]:
+    """With RAYDF_RELIABILITY_REPORT set, append this module's rows to the table
+    tests/cluster/test_faults.py writes there (run them in one pytest call)."""
+    rows: list[str] = []
+
+    def add(fault: str, outcome: str, origin: int, repo: int) -> None:
+        rows.append(f"| {fault} | {outcome} | {origin / MiB:.1f} MiB | {repo / MiB:.1f} MiB | "
+                    f"{origin / repo:.2f} |")
+
+    yield add
+    target = os.environ.get("RAYDF_RELIABILITY_REPORT")
+    if target and rows:
+        with open(target, "a") as out:
+            out.write("\n".join(rows) + "\n")
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +101,7 @@ def cli_exit(cluster: LocalCluster, hub: HubEmulator, url: str, dest: str,
 
 
 def test_a_gated_repo_in_the_nodes_caches_reaches_no_caller_the_hub_refuses(
-    cluster: LocalCluster, hub: HubEmulator, hub_root: Path,
+    cluster: LocalCluster, hub: HubEmulator, hub_root: Path, record: Callable[..., None],
 ) -> None:
     src = make_model(hub_root, "org/gated-cached", shard_sizes=[4 * MiB], seed=61)
     write_repo_meta(hub_root, "org/gated-cached", gated="manual")
@@ -107,6 +124,9 @@ def test_a_gated_repo_in_the_nodes_caches_reaches_no_caller_the_hub_refuses(
     assert hub.stats()["download_bytes"] == 0
     assert hub.stats()["status_counts"].get("401", 0) >= 1
     assert hub.stats()["status_counts"].get("403", 0) >= 2
+    record("gated repo in the nodes' caches; no token, unapproved token, CLI",
+           "all 3 refused (exit 3), nothing at their destinations",
+           hub.stats()["download_bytes"], repo_bytes(src))
 
 
 def test_a_private_repo_in_the_nodes_caches_reaches_no_anonymous_caller(
@@ -124,10 +144,12 @@ def test_a_private_repo_in_the_nodes_caches_reaches_no_anonymous_caller(
 
 def test_a_gated_repo_in_flight_for_an_approved_caller_reaches_no_refused_caller(
     cluster: LocalCluster, hub: HubEmulator, hub_root: Path, pool: ThreadPoolExecutor,
+    record: Callable[..., None],
 ) -> None:
     src = make_model(hub_root, "org/gated-flight", shard_sizes=[48 * MiB], seed=63)
     write_repo_meta(hub_root, "org/gated-flight", gated="manual")
     url = "hf://org/gated-flight"
+    hub.reset_stats()
     hub.set_knobs(bandwidth=8e6)
     try:
         first = pool.submit(raydf.fanout, url, "/models/flight-a", hf_endpoint=hub.hf_endpoint,
@@ -148,6 +170,9 @@ def test_a_gated_repo_in_flight_for_an_approved_caller_reaches_no_refused_caller
         assert files_of(cluster.path_on(node, "/models/flight-a")) == files_of(src)
     assert nothing_at(cluster, "/models/flight-anon")
     assert nothing_at(cluster, f"/models/flight-{BOB}")
+    record("gated repo in flight for an approved caller; 2 callers without access",
+           "both refused (exit 3); the approved job 4 of 4",
+           hub.stats()["download_bytes"], repo_bytes(src))
 
 
 def repo_bytes(folder: Path) -> int:
@@ -168,6 +193,7 @@ def read_twice(hub: HubEmulator, repo_id: str, src: Path) -> dict[str, int]:
 @pytest.mark.parametrize("nodes", [1, 4])
 def test_one_corrupted_origin_response_is_read_again_and_every_node_completes_byte_identical(
     cluster: LocalCluster, hub: HubEmulator, hub_root: Path, nodes: int,
+    record: Callable[..., None],
 ) -> None:
     repo_id = f"org/heal-{nodes}"
     src = make_model(hub_root, repo_id, shard_sizes=[12 * MiB], seed=80 + nodes)
@@ -190,10 +216,13 @@ def test_one_corrupted_origin_response_is_read_again_and_every_node_completes_by
     size = (src / bad).stat().st_size
     assert sent == 2 * size
     assert hub.stats()["download_bytes"] <= repo_bytes(src) + 2 * size
+    record(f"one corrupted origin response, {nodes} node{'s' if nodes > 1 else ''}",
+           f"the file read again by the seed; {nodes} of {nodes} byte-identical",
+           hub.stats()["download_bytes"], repo_bytes(src))
 
 
 def test_a_file_the_origin_keeps_corrupting_exits_4_after_3_reads_and_the_rest_is_placed(
-    cluster: LocalCluster, hub: HubEmulator, hub_root: Path,
+    cluster: LocalCluster, hub: HubEmulator, hub_root: Path, record: Callable[..., None],
 ) -> None:
     base = make_model(hub_root, "org/rot-base", shard_sizes=[8 * MiB], seed=90)
     assert raydf.fanout("hf://org/rot-base", "/models/rot-base", hf_endpoint=hub.hf_endpoint).ok
@@ -219,10 +248,13 @@ def test_a_file_the_origin_keeps_corrupting_exits_4_after_3_reads_and_the_rest_i
     for node in cluster.node_ids:
         assert files_of(cluster.path_on(node, "/models/rot")) == good
         assert not list(cluster.node_root(node).rglob("*.partial"))
+    record("the origin corrupts every response of one file",
+           "exit 4 after 3 reads of it; the other files placed, it not, no partial",
+           hub.stats()["download_bytes"], repo_bytes(src))
 
 
 def test_a_same_size_write_through_a_destination_is_never_placed_or_served_again(
-    cluster: LocalCluster, hub: HubEmulator, hub_root: Path,
+    cluster: LocalCluster, hub: HubEmulator, hub_root: Path, record: Callable[..., None],
 ) -> None:
     src = make_model(hub_root, "org/poison", shard_sizes=[8 * MiB], seed=95)
     shard = "model-00001-of-00001.safetensors"
@@ -249,5 +281,8 @@ def test_a_same_size_write_through_a_destination_is_never_placed_or_served_again
         assert files_of(cluster.path_on(node, "/models/poison-again")) == files_of(src)
     # A good peer (node 1) supplied the shard: nothing came from the origin.
     assert hub.stats()["by_file"].get(f"hf:models/org/poison:{shard}", {}).get("bytes", 0) == 0
+    record("same-size write through a destination (shared inode)",
+           "re-hashed and dropped; that node and one without the file byte-identical "
+           "from a good peer", hub.stats()["download_bytes"], repo_bytes(src))
     fan("/models/poison", [n0])  # the poisoned destination itself is placed again
     assert files_of(cluster.path_on(n0, "/models/poison")) == files_of(src)
