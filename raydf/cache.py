@@ -4,6 +4,7 @@ Layout under the cache root (``$RAYDF_CACHE``, else ``$RAYDF_NODE_ROOT/cache``,
 else ``~/.cache/raydf``)::
 
     blobs/<algorithm>-<hex>      verified files, named by the hub's digest
+    stamps/<algorithm>-<hex>     (size, mtime_ns, inode) of the blob when it was verified
     partial/<key>.<pid>-<id>.partial   files being assembled (never read as complete);
                                         those of a dead writer are swept
 
@@ -12,6 +13,12 @@ revision or the other hub with the same file costs no origin traffic. The
 destination is materialized from the blob by a hard link (a copy across file
 systems) written under a ``.raydf-partial`` name and renamed into place: a
 final path never holds a partial or unverified file.
+
+A blob is trusted only while its stamp matches: a write through a destination
+(root ignores the 0444 mode) or to the blob changes its mtime, and the blob is
+hashed again before it is served or placed; if it fails it is dropped and the
+file comes again from peers or the origin. Bit rot that leaves the mtime alone
+is caught where the bytes are checked (the receiver's CRC and digest).
 
 ``RAYDF_NODE_ROOT`` (set per simulated node by ``raydf.testing.LocalCluster``)
 also prefixes destination paths, so simulated nodes on one machine do not
@@ -23,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import logging
 import os
 import shutil
 import socket
@@ -38,6 +46,7 @@ from raydf.pieces import FileDigest
 __all__ = ["InOrderDigests", "NodeCache", "node_path", "storage_error", "temp_sibling",
            "verify_file"]
 
+_LOG = logging.getLogger(__name__)
 _READ_BLOCK = 8 * 2**20
 # Hugging Face lists regular files (under 10 MiB) by git blob sha1 only, and
 # ModelScope lists every file by sha256: small files are filed under both, so
@@ -155,6 +164,12 @@ class InOrderDigests:
                 self._waiting.remove(self._next)
                 self._update(read_back(self._next))
 
+    @property
+    def hashed(self) -> int:
+        """Pieces ``0 .. hashed-1`` are in the digests (later ones may be waiting)."""
+        with self._lock:
+            return self._next
+
     def _update(self, data: memoryview) -> None:
         for digest in self._digests.values():
             digest.update(data)
@@ -175,9 +190,11 @@ class NodeCache:
         self.root = Path(root) if root is not None else default_cache_root()
         self.blobs = self.root / "blobs"
         self.partials = self.root / "partial"
+        self.stamps = self.root / "stamps"
         try:
             self.blobs.mkdir(parents=True, exist_ok=True)
             self.partials.mkdir(parents=True, exist_ok=True)
+            self.stamps.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StorageError(f"cannot create the raydf cache at {self.root}: {exc.strerror}; "
                                "set RAYDF_CACHE to a writable folder") from None
@@ -186,17 +203,41 @@ class NodeCache:
         return f"<NodeCache {self.root}>"
 
     def blob(self, file: RemoteFile) -> Path | None:
-        """The verified blob for ``file``, if this node has it."""
+        """The verified blob for ``file``, if this node has it and it is unchanged
+        since it was verified (else it is hashed again, and dropped if it fails)."""
         key = file.content_key
         if key is None:
             return None
         path = self.blobs / key
         try:
-            if path.stat().st_size == file.size:
-                return path
+            st = path.stat()
         except FileNotFoundError:
-            pass
-        return None
+            return None
+        if st.st_size != file.size:
+            return None
+        if self._stamp(key) == _stamp_of(st):
+            return path
+        try:  # changed since verified, or verified before stamps were kept
+            verify_file(path, file)
+        except IntegrityError as err:
+            _LOG.warning("raydf cache: %s changed on disk after it was verified (%s); "
+                         "dropped, it will be fetched again", path, err)
+            self.remove(key)
+            return None
+        self._write_stamp(key, path)
+        return path
+
+    def _stamp(self, key: str) -> str | None:
+        try:
+            return (self.stamps / key).read_text()
+        except FileNotFoundError:
+            return None
+
+    def _write_stamp(self, key: str, blob: Path) -> None:
+        self.stamps.mkdir(parents=True, exist_ok=True)
+        tmp = self.stamps / f".{key}.{uuid.uuid4().hex[:8]}"
+        tmp.write_text(_stamp_of(blob.stat()))
+        os.replace(tmp, self.stamps / key)
 
     def new_partial(self, file: RemoteFile) -> Path:
         """A fresh, preallocated partial file for ``file``."""
@@ -251,6 +292,7 @@ class NodeCache:
             if alias != blob and not alias.exists():
                 with contextlib.suppress(FileExistsError):
                     os.link(blob, alias)
+        self._write_stamp(key, blob)
         return blob
 
     def place(self, source: Path, dest: Path) -> None:
@@ -318,6 +360,7 @@ class NodeCache:
         for blob in list(self.blobs.iterdir()):
             if blob.stat().st_ino == inode:
                 blob.unlink()
+                (self.stamps / blob.name).unlink(missing_ok=True)
                 removed += 1
         return removed
 
@@ -330,7 +373,14 @@ class NodeCache:
             if path.exists():
                 freed += int(str(row["bytes"]))
                 path.unlink()
+                (self.stamps / path.name).unlink(missing_ok=True)
         return {"partials": self.sweep_orphans(), "blobs": len(unused), "bytes": freed}
+
+
+def _stamp_of(st: os.stat_result) -> str:
+    """What a write to a blob changes (its ctime also moves when a destination
+    links it, so it is left out)."""
+    return f"{st.st_size} {st.st_mtime_ns} {st.st_ino}"
 
 
 def _alive(pid: int) -> bool:

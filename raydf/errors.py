@@ -24,6 +24,7 @@ they cross actor boundaries, and none of them ever carries a token.
     ├── StorageError          the destination or cache cannot be written
     │   └── DestinationBusy   another job is writing the same destination
     └── FanoutError           a fan-out did not complete on every target node
+        └── SenderFailed      a holder was briefly unavailable or missed a pull's deadline
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ __all__ = [
     "RaydfError",
     "RepoNotFound",
     "RevisionNotFound",
+    "SenderFailed",
     "StorageError",
     "UnsafeListing",
     "exit_code",
@@ -129,6 +131,11 @@ class DestinationBusy(StorageError):
 
 class FanoutError(RaydfError):
     """A fan-out that did not complete on every target node."""
+
+
+class SenderFailed(FanoutError):
+    """A holder did not deliver a piece (briefly unavailable, or past the pull's
+    deadline): the piece is taken again, and the holder is blamed, not the receiver."""
 
 
 def exit_code(err: BaseException) -> int:

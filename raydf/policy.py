@@ -24,7 +24,9 @@ become holders in turn. :class:`PlanState` is the scheduler's bookkeeping,
    peers keep up. (Serving whichever peer came first starved the others and
    idled their uploads: 1.8x the lower bound in ``benchmarks/simulate.py``.)
 3. *Losses.* A lost holder's pieces come from the remaining holders, and from
-   the origin only when none remains.
+   the origin only when none remains. A *distrusted* holder (its bytes failed
+   a CRC, or it keeps failing; see :mod:`raydf.blame`) is lost as a source
+   only: it is never chosen to send again, and still receives what it wants.
 
 Cost: mutations note what they may have made possible (a slot back from full,
 a new holding, a new need) and :func:`decide` looks only at that: once its
@@ -124,6 +126,7 @@ class PlanState:
         self._lag_keys: list[int] = []  # sorted
         self._flight: dict[Assignment, tuple[int, int, int]] = {}  # -> receiver, piece, source|-1
         self._served: dict[str, int] = {}  # completed uploads per holder
+        self._distrusted: set[int] = set()  # never chosen as a source again
         self._origin_done = 0
         # What changed since the last decide(); see the module docstring.
         self._dirty_peers: set[int] = set()
@@ -235,6 +238,58 @@ class PlanState:
             self._new_holdings.get(hid, set()).discard(g)
             self._touch(g)
             self._recheck_first_copy(g)
+
+    def distrust(self, holder: str) -> None:
+        """``holder`` is never chosen as a source again (what it holds, and what it
+        gets later); as a peer it keeps receiving what it wants."""
+        hid = self._ids.get(holder)
+        if hid is None:
+            return
+        self._distrusted.add(hid)
+        for g in sorted(self._holds[hid]):
+            self.drop_holding(holder, self._pieces[g])
+
+    def retake(self, pieces: Iterable[PieceId]) -> None:
+        """Every peer's copy of ``pieces`` is bad (the origin sent bad bytes, since
+        fixed at a seed): peers drop them and need them again; transfers of them fail.
+        Seeds keep theirs (a seed holds the fixed bytes)."""
+        self._settle()
+        for piece in pieces:
+            g = self._gid(piece)
+            for a, (_, fg, sid) in list(self._flight.items()):
+                if fg == g and sid >= 0:
+                    self._fail(a)
+            for h in [h for h in self._holders[g] if h not in self._seeds]:
+                self.drop_holding(self._names[h], piece)
+            for p, have in self._have.items():
+                if g in have:
+                    have.discard(g)
+                    if piece[0] in self._wants[p]:
+                        self._need[p].add(g)
+                        self._needers[g].add(p)
+                    self._touch_peer(p)
+                    self._dirty_peers.add(p)
+            self._touch(g)
+
+    def abandon(self, task: str) -> None:
+        """Nobody can get ``task`` (the origin keeps sending bad bytes): peers stop
+        needing it, as if they had it, so their other tasks still complete; the
+        caller reports it as failed."""
+        self._settle()
+        first, count = self._first[task], self._count[task]
+        pieces = range(first, first + count)
+        for a, (_, g, sid) in list(self._flight.items()):
+            if g in pieces and sid >= 0:
+                self._fail(a)
+        for p in self._need:
+            if task in self._wants[p]:
+                for g in pieces:
+                    self._need[p].discard(g)
+                    self._needers[g].discard(p)
+                    self._have[p].add(g)
+                self._touch_peer(p)
+        for g in pieces:
+            self._touch(g)
 
     def remove_holder(self, holder: str) -> None:
         """A peer or seed died: forget what it held, fail its transfers, drop its wants."""
@@ -355,7 +410,7 @@ class PlanState:
                 self._need[hid].discard(g)
                 self._needers[g].discard(hid)
                 self._touch_peer(hid)
-        if g not in self._holds[hid]:
+        if g not in self._holds[hid] and hid not in self._distrusted:
             self._holds[hid].add(g)
             self._holders[g].add(hid)
             self._new_holdings.setdefault(hid, set()).add(g)

@@ -41,6 +41,8 @@ class Report:
     # origin_requests by kind: "api", "resolve" (a file asked of the hub), "content" (CDN)
     hub_requests: dict[str, int] = field(default_factory=dict)
     error_type: str = ""  # the raydf error class that ended the job, e.g. "GatedRepoError"
+    # Files the origin kept sending bad bytes for (placed nowhere): exit status 4.
+    corrupt: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -52,6 +54,8 @@ class Report:
         all failed the same way (5 storage, 4 integrity, 3 hub), else 1."""
         if self.ok:
             return 0
+        if self.corrupt:
+            return 4  # the origin kept sending bad bytes for a file
         codes = {n.exit_code or 1 for n in self.nodes if not n.ok} or {1}
         return codes.pop() if len(codes) == 1 else 1
 

@@ -15,6 +15,7 @@ from typing import ClassVar, Protocol, runtime_checkable
 from raydf.errors import HubError, UnsafeListing
 
 __all__ = [
+    "Authorizing",
     "Backend",
     "BackendOptions",
     "RemoteFile",
@@ -139,6 +140,19 @@ def hub_requests(backend: Backend) -> dict[str, int]:
     """
     by_kind = getattr(backend, "requests_by_kind", None)
     return dict(by_kind) if isinstance(by_kind, dict) else {"content": backend.requests}
+
+
+@runtime_checkable
+class Authorizing(Protocol):
+    """A backend whose listing may be readable by callers its file content is not
+    (a gated Hugging Face repo lists freely). Node caches and other jobs' pieces
+    would hand such callers every byte, so the seed asks the origin once, with the
+    caller's own credential, before a plan is returned (see ``SeedActor.plan``)."""
+
+    def authorize(self, commit: str, files: tuple[RemoteFile, ...]) -> None:
+        """Raise the hub's own error unless this caller may read the files' content.
+        At most one cheap request (no body), and none for a public repo."""
+        ...
 
 
 def resolves(resolve: Callable[[], object], missing: tuple[type[Exception], ...]) -> bool:

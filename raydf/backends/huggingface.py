@@ -92,6 +92,7 @@ class HuggingFaceBackend:
         self._locate_locks: dict[tuple[str, str], threading.Lock] = {}
         self._locate_lock = threading.Lock()
         self._regular: set[str] = set()  # repo paths the listing shows outside LFS
+        self._restricted = True  # until the revision info says public (private/gated)
 
     def __repr__(self) -> str:
         return f"<HuggingFaceBackend {self.source} @ {self.revision} via {self._http.endpoint}>"
@@ -111,7 +112,17 @@ class HuggingFaceBackend:
         sha = info.get("sha") if isinstance(info, dict) else None
         if not isinstance(sha, str) or len(sha) != 40:
             raise HubError(f"{self._http.endpoint} gave no commit for {self.source}@{self.revision}")
+        # ModelInfo's ``private`` (bool) and ``gated`` ("auto" | "manual" | False).
+        self._restricted = bool(info.get("private")) or bool(info.get("gated"))
         return sha
+
+    def authorize(self, commit: str, files: tuple[RemoteFile, ...]) -> None:
+        """A gated repo lists for anyone; its content needs an approved token. One
+        HEAD on the first file's resolve URL (remembered: the seed's first fetch of
+        that file reuses it) makes the hub judge this caller's token."""
+        if self._restricted and files:
+            # stale="" forces the HEAD, for a regular file too (read without one).
+            self._locate((commit, files[0].repo_path), stale="")
 
     def list_files(self, commit: str) -> list[RemoteFile]:
         entries = self._tree(commit)

@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from raydf.blame import Blame
 from raydf.cluster.spec import TaskSpec
 from raydf.errors import RaydfError, exit_code
 from raydf.plan import RepoPlan
@@ -43,7 +44,9 @@ class Job:
     node_skipped: dict[str, str] = field(default_factory=dict)  # nodes gone before they joined
     served: dict[str, int] = field(default_factory=dict)
     p2p_bytes: int = 0
-    failures: dict[PieceId, int] = field(default_factory=dict)
+    blame: Blame = field(default_factory=Blame)  # failure counts per sender and receiver
+    healed: list[tuple[str, dict[int, int]]] = field(default_factory=list)  # to apply
+    corrupt: dict[str, str] = field(default_factory=dict)  # task -> why nobody gets it
     received: list[tuple[float, str, str, int]] = field(default_factory=list)
     origin_times: list[tuple[float, str, int]] = field(default_factory=list)
     origin_bytes: int = 0  # counted from the seeds' fetches, lost seeds included
@@ -77,6 +80,9 @@ class Job:
         return self._events.setdefault(node, asyncio.Event())
 
     def complete_node(self, node: str) -> None:
+        if self.corrupt:  # every other file is placed; this one cannot be
+            self.fail_node(node, next(iter(self.corrupt.values())))
+            return
         if node not in self.node_done:
             self.node_done[node] = time.monotonic() - self.started
         self.node_event(node).set()
@@ -139,6 +145,7 @@ class Job:
             skipped={n: self.node_skipped[n] for n in nodes if n in self.node_skipped},
             job_id=self.job_id,
             error_type=self.error_type,
+            corrupt=sorted(self.corrupt.values()),
         )
 
 

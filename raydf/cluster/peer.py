@@ -36,7 +36,7 @@ from raydf.cluster.destination import destination_problem_here
 from raydf.cluster.metrics import log_event, metrics
 from raydf.cluster.placement import NAMESPACE, SCHEDULER_NAME
 from raydf.cluster.spec import TaskSpec
-from raydf.errors import IntegrityError, StorageError
+from raydf.errors import IntegrityError, SenderFailed, StorageError
 from raydf.pieces import piece_crc
 
 __all__ = ["PeerActor"]
@@ -51,6 +51,8 @@ SERVE_THREADS = 16
 # Incomplete files of jobs that ended (Ctrl-C, a failure) are kept, pieces and
 # all, for the next job that wants them; beyond this many the oldest go.
 MAX_PARKED = 256
+LEND_TIMEOUT = 60.0  # s for a holder to answer a lend: past it, the holder is blamed
+PULL_TIMEOUT = 120.0  # s for a piece (<= 64 MiB) to arrive once lent
 
 
 @dataclass
@@ -70,6 +72,7 @@ class _Assembly:
     finishing: threading.Lock = field(default_factory=threading.Lock)
     busy: int = 0  # pulls and lends using ``fd`` right now
     retired: bool = False  # no job wants it: close ``fd`` once nobody uses it
+    fixed: dict[int, int] = field(default_factory=dict)  # healed piece -> its new CRC-32
 
 
 class PeerActor:
@@ -216,6 +219,10 @@ class PeerActor:
                 if isinstance(outcome, dict):
                     return outcome
                 nbytes, crc = outcome
+                with self._lock:
+                    replaced = self._tasks.get(task_id) is not asm
+                if replaced:  # a heal began the file anew meanwhile (see retake)
+                    return {"stale": True}
             result: dict[str, Any] = {"bytes": nbytes, "seconds": time.monotonic() - started,
                                       "crc": crc, "file_done": False}
             with self._lock:
@@ -250,12 +257,18 @@ class PeerActor:
         task_id = asm.spec.task_id
         piece = asm.spec.piece(index)
         try:
-            ref, lender_crc = ray.get(source.lend.remote(task_id, index))
-            array = ray.get(ref)
+            ref, lender_crc = ray.get(source.lend.remote(task_id, index), timeout=LEND_TIMEOUT)
+            array = ray.get(ref, timeout=PULL_TIMEOUT)
+        except (ray.exceptions.ActorUnavailableError, ray.exceptions.GetTimeoutError) as exc:
+            # A passing hiccup or a stalled holder, not a dead node: retried elsewhere.
+            raise SenderFailed(
+                f"piece {index} of {asm.spec.paths[0]}: its holder did not deliver it to node "
+                f"{self.node_id[:8]} ({type(exc).__name__}); it will be taken again"
+            ) from None
         except (ray.exceptions.RayActorError, ray.exceptions.ObjectLostError,
                 ray.exceptions.OwnerDiedError) as exc:
             return {"source_lost": True, "error": type(exc).__name__}
-        expected = lender_crc if crc is None else crc
+        expected = asm.fixed.get(index, lender_crc if crc is None else crc)
         view = memoryview(array)
         if len(view) != piece.length or piece_crc(view) != expected:
             raise IntegrityError(
@@ -319,6 +332,39 @@ class PeerActor:
                       file=asm.spec.paths[0], error=str(err).replace(" ", "_")[:120])
             with self._lock:
                 asm.unplaced[job_id] = str(err)
+
+    def retake(self, job_id: str, task_id: str, fixed: dict[int, int]) -> None:
+        """The origin's first bytes of pieces ``fixed`` were bad, and the seed read
+        the file again (see SeedActor.fetch): assemble it anew in a fresh partial,
+        with the pieces this node had but those, so that a pull still writing the
+        bad bytes writes them into the old partial, which is dropped."""
+        with self._lock:
+            old = self._tasks.get(task_id)
+            if old is None or old.complete or old.retired:
+                return
+            old.busy += 1
+            partial = self.cache.new_partial(old.spec.file)
+            fresh = _Assembly(old.spec, partial, os.open(partial, os.O_RDWR),
+                              InOrderDigests(old.spec.file, old.spec.num_pieces),
+                              jobs=set(old.jobs), reported=set(old.reported), fixed=dict(fixed))
+            self._tasks[task_id] = fresh
+            self._unpin_task(task_id)
+            keep = sorted(old.have - set(fixed))
+        try:
+            digests = fresh.digests
+            assert digests is not None
+            for index in keep:
+                data = _read_piece(old, index)
+                os.pwrite(fresh.fd, data, old.spec.piece(index).start)
+                digests.add(index, data, lambda i: _read_piece(fresh, i))
+                with self._lock:
+                    fresh.have.add(index)
+        finally:
+            with self._lock:
+                old.busy -= 1
+                self._retire(old)
+        log_event("file_retaken", node=self.node_id[:8], job=job_id, file=old.spec.paths[0],
+                  pieces=len(fixed))
 
     # -- serving ---------------------------------------------------------
 

@@ -31,12 +31,14 @@ from typing import Any
 
 import ray
 
+from raydf.blame import Fault, Verdict
 from raydf.cluster.job import Job, describe, error_type
 from raydf.cluster.metrics import log_event, metrics
 from raydf.cluster.placement import alive_nodes, seed_options
 from raydf.cluster.seed import SeedActor
 from raydf.cluster.spec import TaskSpec
-from raydf.errors import DestinationBusy, RaydfError
+from raydf.cluster.trust import apply_blame, apply_heals, fault_of
+from raydf.errors import DestinationBusy, IntegrityError, RaydfError
 from raydf.plan import RepoPlan
 from raydf.policy import ORIGIN, Assignment, Limits, PlanState, decide
 from raydf.report import Report
@@ -44,7 +46,6 @@ from raydf.report import Report
 __all__ = ["SchedulerActor"]
 
 SEED_COPIES = 2  # peers holding a piece before the seed lets it go
-MAX_PIECE_FAILURES = 5
 KEEP_FINISHED_JOBS = 16
 CLAIM_TIMEOUT = 300.0  # a leader that never submits is presumed gone
 STANDBY_FETCHES = Limits().origin_fetches  # origin reads at once of the standby seed
@@ -377,6 +378,8 @@ class SchedulerActor:
             for fut in done:
                 if fut in pending:
                     self._settle(job, pending.pop(fut), fut)
+            if job.healed:
+                await apply_heals(job, pending)
             if job.error is not None:
                 for fut in pending:
                     fut.cancel()
@@ -406,7 +409,9 @@ class SchedulerActor:
             self._failed(job, a, exc)
             return
         if a.source == ORIGIN:
-            crc, nbytes, requests, by_kind = result
+            crc, nbytes, requests, by_kind, healed = result
+            if healed:
+                job.healed.append((a.piece[0], healed))
             job.crc[a.piece] = crc
             job.seed_held.add(a.piece)
             job.origin_bytes += nbytes
@@ -414,9 +419,13 @@ class SchedulerActor:
             job.seed_hub_requests[a.peer] = by_kind
             job.origin_times.append((time.time(), *a.piece))
             state.finish(a)
+            job.blame.delivered(a.peer)
             return
         if a.peer in job.node_error and job.draining is None:
             return  # the receiver already failed and left the plan
+        if result.get("stale"):  # it went into an assembly a heal replaced: again
+            state.fail(a)
+            return
         if result.get("source_lost"):
             if a.source == job.seed_id:
                 self._lose_seed(job)
@@ -429,6 +438,7 @@ class SchedulerActor:
         if result["crc"] is not None:  # None: the peer had it already (another job brought it)
             job.crc.setdefault(a.piece, result["crc"])
         state.finish(a)
+        job.blame.delivered(a.source)
         failed = result.get("file_corrupt") or result.get("file_unplaced")
         if failed:
             job.fail_node(a.peer, failed, 4 if "file_corrupt" in result else 5)
@@ -441,26 +451,44 @@ class SchedulerActor:
     def _failed(self, job: Job, a: Assignment, exc: BaseException) -> None:
         state = job.state
         assert state is not None
+        passing = isinstance(exc, ray.exceptions.ActorUnavailableError)
         if a.source == ORIGIN:  # the callee was the seed itself
+            if passing:  # a hiccup, not a death: fetch again, the seed blamed
+                state.fail(a)
+                self._blamed(job, a, job.blame.failed(a.peer, a.peer, a.piece, Fault.SENDER),
+                             describe(exc))
+                return
             if isinstance(exc, ray.exceptions.RayActorError):
                 # The seed died: its pieces are gone, a caller supplies a new one.
                 self._lose_seed(job)
+                return
+            cause = getattr(exc, "cause", None) or exc
+            if isinstance(cause, IntegrityError):
+                # The origin kept sending bad bytes for this file, read again
+                # already: nobody gets it, the other files still complete.
+                state.fail(a)
+                job.corrupt.setdefault(a.piece[0], str(cause))
+                state.abandon(a.piece[0])
+                for node in job.peers:
+                    if node not in job.node_error and state.done(node):
+                        job.complete_node(node)  # reported failed, naming the file
                 return
             # The seed retried with backoff already: the origin is not delivering.
             job.error, job.error_type = describe(exc), error_type(exc)
             return
         if a.peer in job.node_error:
             return
-        if isinstance(exc, ray.exceptions.RayActorError):
+        if isinstance(exc, ray.exceptions.RayActorError) and not passing:
             job.fail_node(a.peer, f"node lost ({type(exc).__name__})")
             state.remove_holder(a.peer)
             return
-        count = job.failures[a.piece] = job.failures.get(a.piece, 0) + 1
         if a in state.in_flight():
             state.fail(a)
-        if count >= MAX_PIECE_FAILURES:
-            job.fail_node(a.peer, exc)
-            state.remove_holder(a.peer)
+        verdict = job.blame.failed(a.source, a.peer, a.piece, fault_of(exc))
+        self._blamed(job, a, verdict, describe(exc))
+
+    def _blamed(self, job: Job, a: Assignment, verdict: Verdict, reason: str) -> None:
+        apply_blame(job, a, verdict, reason, self._lose_seed)
 
     def _lose_seed(self, job: Job) -> None:
         state = job.state
@@ -470,6 +498,9 @@ class SchedulerActor:
         job.seed_losses += 1
         job.seed_held.clear()
         state.remove_holder(job.seed_id)
+        # Given up on (dead, or failing): kill it so its token and pieces go too.
+        with contextlib.suppress(Exception):
+            ray.kill(job.seed)
         job.seed = None
 
     async def add_seed(self, job_id: str, seed: Any) -> bool:

@@ -21,9 +21,11 @@ from typing import Any
 import numpy as np
 import ray
 
-from raydf.backends.base import Backend, Secret, hub_requests
-from raydf.cluster.metrics import metrics
+from raydf.backends.base import Authorizing, Backend, Secret, hub_requests
+from raydf.cache import InOrderDigests, check_digests, file_digests
+from raydf.cluster.metrics import log_event, metrics
 from raydf.cluster.spec import TaskSpec
+from raydf.errors import IntegrityError
 from raydf.options import Request
 from raydf.pieces import piece_crc
 from raydf.plan import RepoPlan
@@ -31,6 +33,7 @@ from raydf.plan import RepoPlan
 __all__ = ["SeedActor"]
 
 PieceId = tuple[str, int]
+HEAL_READS = 2  # whole-file reads from the origin after a file failed its digest
 
 
 class SeedActor:
@@ -44,6 +47,12 @@ class SeedActor:
         self._held: dict[PieceId, tuple[Any, int]] = {}
         self._lock = threading.Lock()
         self.origin_bytes = 0
+        # The whole-file digest of each file, fed as its pieces arrive (see fetch).
+        self._digests: dict[str, InOrderDigests] = {}
+        self._ahead: dict[PieceId, Any] = {}  # refs of pieces fetched before their turn
+        self._crcs: dict[PieceId, int] = {}  # as first fetched: what peers may hold
+        self._checked: set[str] = set()  # tasks whose digest was judged
+        self._bad: dict[str, str] = {}  # task -> why the origin's bytes stay corrupt
 
     def __repr__(self) -> str:
         if self._request_given is None:
@@ -71,9 +80,15 @@ class SeedActor:
         return self._backend
 
     def plan(self) -> RepoPlan:
-        """Resolve the revision and list the files (once per seed)."""
+        """Resolve the revision and list the files (once per seed), and make the hub
+        judge this caller's credential before any byte is placed for it: peers may
+        hold every piece already (caches, other jobs), so access is checked here."""
         if self._plan is None:
-            self._plan = self._request.make_plan(self._open())
+            backend = self._open()
+            plan = self._request.make_plan(backend)
+            if isinstance(backend, Authorizing):
+                backend.authorize(plan.commit, plan.files)
+            self._plan = plan
         return self._plan
 
     def add_tasks(self, tasks: list[TaskSpec]) -> None:
@@ -85,12 +100,23 @@ class SeedActor:
         self._plan = plan
         self.add_tasks(tasks)
 
-    def fetch(self, task_id: str, index: int) -> tuple[int, int, int, dict[str, int]]:
+    def fetch(
+        self, task_id: str, index: int,
+    ) -> tuple[int, int, int, dict[str, int], dict[int, int] | None]:
         """Fetch one piece from the origin and hold it.
 
-        Returns ``(crc, length, origin requests so far, the same by kind)``.
+        Returns ``(crc, origin bytes, origin requests so far, the same by kind,
+        healed)``. The seed
+        reads every byte of a file, so it checks the whole-file digest as pieces
+        arrive: when the piece that completes a file makes it fail, the file is
+        read again from the origin (at most ``HEAL_READS`` times) and ``healed``
+        maps the index of each piece whose bytes changed to its new CRC-32 (the
+        seed holds those pieces now; peers must take them again). A file that
+        stays corrupt raises IntegrityError naming it and the reads.
         """
         task = self._tasks[task_id]
+        if task_id in self._bad:
+            raise IntegrityError(self._bad[task_id])
         piece = task.piece(index)
         buffer = np.empty(piece.length, dtype=np.uint8)
         assert self._plan is not None
@@ -101,8 +127,81 @@ class SeedActor:
             metrics().origin_bytes.inc(piece.length)
         with self._lock:
             self._held[(task_id, index)] = (ref, crc)
+            self._crcs[(task_id, index)] = crc
             self.origin_bytes += piece.length
-        return crc, piece.length, self._open().requests, hub_requests(self._open())
+        healed, extra = self._check_in_order(task, index, buffer.data, ref)
+        return healed.get(index, crc) if healed else crc, piece.length + extra, \
+            self._open().requests, hub_requests(self._open()), healed
+
+    def _check_in_order(
+        self, task: TaskSpec, index: int, data: memoryview, ref: Any,
+    ) -> tuple[dict[int, int] | None, int]:
+        """Feed piece ``index`` to its file's digest; heal the file if it completes
+        it and fails. Returns ``(healed, origin bytes read to heal)``."""
+        if task.file.digest is None:
+            return None, 0
+        task_id = task.task_id
+        with self._lock:
+            digests = self._digests.setdefault(task_id,
+                                               InOrderDigests(task.file, task.num_pieces))
+            self._ahead[(task_id, index)] = ref
+        digests.add(index, data, lambda i: memoryview(ray.get(self._ahead[(task_id, i)])))
+        found = digests.result()
+        with self._lock:
+            for key in [k for k in self._ahead if k[0] == task_id and k[1] < digests.hashed]:
+                del self._ahead[key]
+            if found is None or task_id in self._checked:
+                return None, 0
+            self._checked.add(task_id)
+        try:
+            check_digests(task.file, found)
+            return None, 0
+        except IntegrityError:
+            return self._heal(task)
+
+    def _heal(self, task: TaskSpec) -> tuple[dict[int, int], int]:
+        """Read the whole file again until it passes its digest (``HEAL_READS`` at
+        most); hold the pieces whose bytes differ from the first read."""
+        assert self._plan is not None
+        spent = 0
+        for read in range(2, 2 + HEAL_READS):
+            digests = file_digests(task.file)
+            changed: dict[int, Any] = {}
+            for piece in task.pieces:
+                buffer = np.empty(piece.length, dtype=np.uint8)
+                self._open().read_into(self._plan.commit, task.file.repo_path, piece.start,
+                                       buffer.data)
+                spent += piece.length
+                for digest in digests.values():
+                    digest.update(buffer.data)
+                if piece_crc(buffer.data) != self._crcs.get((task.task_id, piece.index)):
+                    changed[piece.index] = buffer
+            metrics().origin_bytes.inc(task.size)
+            try:
+                check_digests(task.file, {a: d.hexdigest() for a, d in digests.items()})
+            except IntegrityError:
+                continue
+            healed = {}
+            with self._lock:
+                self.origin_bytes += spent
+                for i, buffer in changed.items():
+                    crc = piece_crc(buffer.data)
+                    self._held[(task.task_id, i)] = (ray.put(buffer), crc)
+                    self._crcs[(task.task_id, i)] = healed[i] = crc
+            log_event("file_healed", file=task.paths[0], task=task.task_id, reads=read,
+                      pieces=len(healed))
+            return healed, spent
+        with self._lock:
+            self.origin_bytes += spent
+        algorithm = task.file.digest[0] if task.file.digest else "digest"
+        why = (f"{task.paths[0]}: the origin sent bytes that fail its {algorithm} in "
+               f"{1 + HEAL_READS} whole reads; it was placed on no node (the other files "
+               "were). Retry later, and report the file to the hub if it persists")
+        with self._lock:
+            self._bad[task.task_id] = why
+        log_event("file_corrupt_at_origin", file=task.paths[0], task=task.task_id,
+                  reads=1 + HEAL_READS)
+        raise IntegrityError(why)
 
     def lend(self, task_id: str, index: int) -> list[Any]:
         """``[ref, crc]`` of a held piece; the ref stays owned by this seed."""

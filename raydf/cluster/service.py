@@ -183,11 +183,12 @@ def scheduler() -> Any:
     ).remote()
 
 
-def peer_for(node_id: str) -> Any:
-    """The peer actor of ``node_id`` (hard node affinity), created on first use."""
+def peer_for(node_id: str, actor_class: type[PeerActor] = PeerActor) -> Any:
+    """The peer actor of ``node_id`` (hard node affinity), created on first use
+    (as ``actor_class``: tests install a misbehaving one, see raydf.testing.faults)."""
     # Concurrency groups are a class option (``.options()`` refuses them).
     remote_class = ray.remote(concurrency_groups={SERVE_GROUP: SERVE_THREADS})  # type: ignore[call-overload]
-    return remote_class(PeerActor).options(
+    return remote_class(actor_class).options(
         name=f"raydf-peer-{node_id}",
         namespace=NAMESPACE,
         lifetime="detached",

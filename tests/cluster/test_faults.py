@@ -164,7 +164,7 @@ def test_a_killed_scheduler_is_a_clear_error_and_a_rerun_resumes(
     assert list(seed_actors().values()) == [False]
 
 
-def test_a_corrupt_origin_byte_fails_that_file_and_never_reaches_a_final_path(
+def test_a_corrupt_origin_byte_is_read_again_and_every_node_completes(
     cluster: LocalCluster, hub: HubEmulator, hub_root: Path, record: Callable[..., None],
 ) -> None:
     src = make_model(hub_root, "org/corrupt", shard_sizes=[8 * MiB], seed=34)
@@ -174,21 +174,16 @@ def test_a_corrupt_origin_byte_fails_that_file_and_never_reaches_a_final_path(
         report = raydf.fanout("hf://org/corrupt", "/models/corrupt", hf_endpoint=hub.hf_endpoint)
     finally:
         hub.clear_knobs()
-    assert not report.ok
-    errors = [n.error or "" for n in report.nodes if not n.ok]
-    assert len(errors) == len(cluster.node_ids) and all("mismatch" in e for e in errors), errors
-    # "<file>: <algorithm> mismatch ...": the same one file on every node.
-    (corrupt,) = {e.split(": ", 1)[0] for e in errors}
-    assert corrupt in files_of(src)
-    for node in cluster.node_ids:
-        assert not cluster.path_on(node, f"/models/corrupt/{corrupt}").exists()
-        assert not list(cluster.node_root(node).rglob("*.partial"))
-    record("one corrupted origin byte", "caught by the file digest on every node; not placed",
-           hub.stats()["download_bytes"], repo_bytes(src))
-    again = raydf.fanout("hf://org/corrupt", "/models/corrupt", hf_endpoint=hub.hf_endpoint)
-    assert again.ok
+    # The seed caught the file's digest failing, read it again and the pieces
+    # that differed were replaced on every holder.
+    assert report.ok, report.nodes
     for node in cluster.node_ids:
         assert files_of(cluster.path_on(node, "/models/corrupt")) == files_of(src)
+        assert not list(cluster.node_root(node).rglob("*.partial"))
+    largest = max(p.stat().st_size for p in src.rglob("*") if p.is_file())
+    assert hub.stats()["download_bytes"] <= repo_bytes(src) + 2 * largest
+    record("one corrupted origin byte", "read again by the seed, healed on 4 of 4",
+           hub.stats()["download_bytes"], repo_bytes(src))
 
 
 def test_origin_5xx_and_truncated_bodies_are_ridden_out(

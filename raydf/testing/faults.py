@@ -1,0 +1,68 @@
+"""Faults that need a real actor to misbehave, for tests: a holder that lies.
+
+:class:`CorruptingPeer` is a real :class:`~raydf.cluster.peer.PeerActor` (it
+joins jobs, holds files in its node's cache and is offered to receivers like
+any other) except that every piece it lends has one byte flipped after its
+CRC-32 was taken: a holder that always sends bad bytes, as a node with bad
+memory would. :func:`install_corrupting_peer` puts one in place of a node's
+peer, under the name receivers look up.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import numpy as np
+import ray
+
+from raydf.cluster.peer import SERVE_GROUP, PeerActor
+from raydf.cluster.placement import NAMESPACE
+
+__all__ = ["CorruptingPeer", "install_corrupting_peer"]
+
+
+class CorruptingPeer(PeerActor):
+    """A PeerActor whose lends carry the right CRC-32 and the wrong bytes."""
+
+    def __init__(self, node_id: str, memory_budget: int | None = None) -> None:
+        super().__init__(node_id, memory_budget)
+        self._bad: dict[tuple[str, int], Any] = {}  # keeps the lent refs alive
+        self.corrupted_lends = 0
+
+    @ray.method(concurrency_group=SERVE_GROUP)
+    def lend(self, task_id: str, index: int) -> list[Any]:  # type: ignore[override]
+        ref, crc = super().lend(task_id, index)  # type: ignore[operator]
+        bad = np.array(ray.get(ref), dtype=np.uint8, copy=True)
+        if len(bad):
+            bad[len(bad) // 2] ^= 0xFF
+        bad_ref = ray.put(bad)
+        self._bad[(task_id, index)] = bad_ref
+        self.corrupted_lends += 1
+        return [bad_ref, crc]
+
+    def corrupted(self) -> int:
+        """How many pieces it lent with a flipped byte."""
+        return self.corrupted_lends
+
+
+def install_corrupting_peer(node_id: str) -> Any:
+    """Replace ``node_id``'s peer actor by a :class:`CorruptingPeer` (its cache stays)."""
+    from raydf.cluster.service import peer_for
+    from raydf.testing.cluster import wait_until
+
+    name = f"raydf-peer-{node_id}"
+    with contextlib.suppress(ValueError):
+        ray.kill(ray.get_actor(name, namespace=NAMESPACE))
+
+    def name_free() -> bool:
+        try:
+            ray.get_actor(name, namespace=NAMESPACE)
+        except ValueError:
+            return True
+        return False
+
+    wait_until(f"{name} to be gone", name_free)
+    peer = peer_for(node_id, CorruptingPeer)
+    ray.get(peer.snapshot.remote())  # started
+    return peer
