@@ -377,8 +377,15 @@ def _check_destinations(request: Request, nodes: list[str]) -> None:
     from raydf.cluster.service import peer_for
 
     dest = str(request.dest)
-    found = [p for p in ray.get([peer_for(node).destination_problem.remote(dest, request.recursive)
-                                 for node in nodes]) if p is not None]
+    calls = [peer_for(node).destination_problem.remote(dest, request.recursive) for node in nodes]
+    found = []
+    for call in calls:
+        try:
+            problem = ray.get(call)
+        except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError):
+            continue  # a node that just died: the job skips it or says why it failed
+        if problem is not None:
+            found.append(problem)
     if found:
         raise StorageError(f"{found[0]} (on {len(found)} of {len(nodes)} target nodes)")
 

@@ -432,10 +432,12 @@ class PeerActor:
 
     # -- leaving a job ---------------------------------------------------
 
-    def finish_job(self, job_id: str) -> None:
+    def finish_job(self, job_id: str, discard: list[str] | None = None) -> None:
         """Forget a job: unpin its pieces; an incomplete file nobody else wants is
         kept with the pieces it has (verified one by one), so the next job for it
-        (a re-run after Ctrl-C or a failure) does not fetch them again."""
+        (a re-run after Ctrl-C or a failure) does not fetch them again, except the
+        tasks in ``discard`` (files the origin kept corrupting: nothing of them
+        is worth keeping)."""
         with self._lock:
             _, task_ids = self._jobs.pop(job_id, (None, []))
             self._job_epochs.pop(job_id, None)
@@ -449,7 +451,8 @@ class PeerActor:
                 if asm.jobs:
                     continue
                 self._unpin_task(task_id)
-                if asm.complete or not asm.have or asm.corrupt is not None:
+                if (asm.complete or not asm.have or asm.corrupt is not None
+                        or task_id in (discard or ())):
                     self._retire(asm)
             self._drop_parked(MAX_PARKED)
 

@@ -597,7 +597,7 @@ class SchedulerActor:
         self._restock()
         for node, peer in job.peers.items():
             try:
-                await peer.finish_job.remote(job.job_id)
+                await peer.finish_job.remote(job.job_id, list(job.corrupt))
             except Exception as exc:
                 job.fail_node(node, describe(exc))
         for holder in job.holders.values():
