@@ -4,7 +4,7 @@ Layout under the cache root (``$RAYDF_CACHE``, else ``$RAYDF_NODE_ROOT/cache``,
 else ``~/.cache/raydf``)::
 
     blobs/<algorithm>-<hex>      verified files, named by the hub's digest
-    stamps/<algorithm>-<hex>     (size, mtime_ns, inode) of the blob when it was verified
+    stamps/<algorithm>-<hex>     (size, mtime, ctime, inode) of the blob when it was verified
     partial/<key>.<pid>-<id>.partial   files being assembled (never read as complete);
                                         those of a dead writer are swept
 
@@ -15,10 +15,13 @@ systems) written under a ``.raydf-partial`` name and renamed into place: a
 final path never holds a partial or unverified file.
 
 A blob is trusted only while its stamp matches: a write through a destination
-(root ignores the 0444 mode) or to the blob changes its mtime, and the blob is
-hashed again before it is served or placed; if it fails it is dropped and the
-file comes again from peers or the origin. Bit rot that leaves the mtime alone
-is caught where the bytes are checked (the receiver's CRC and digest).
+(root ignores the 0444 mode) or to the blob moves its ctime, which no one can
+set back (``touch`` and ``os.utime`` move it too), and the blob is hashed again
+before it is served or placed; if it fails it is dropped and the file comes
+again from peers or the origin. raydf's own links move the ctime as well, so it
+stamps the blob again after each placement. Corruption below the file system
+(media errors that no system call made) is caught where bytes are checked: the
+receiver's per-piece CRC and whole-file digest.
 
 ``RAYDF_NODE_ROOT`` (set per simulated node by ``raydf.testing.LocalCluster``)
 also prefixes destination paths, so simulated nodes on one machine do not
@@ -308,6 +311,8 @@ class NodeCache:
                 except OSError:
                     shutil.copyfile(source, tmp)
             os.replace(tmp, dest)
+            if source.parent == self.blobs and self._stamp(source.name) is not None:
+                self._write_stamp(source.name, source)  # the link moved its ctime
         except OSError as exc:
             tmp.unlink(missing_ok=True)
             raise storage_error(exc, dest) from None
@@ -378,9 +383,10 @@ class NodeCache:
 
 
 def _stamp_of(st: os.stat_result) -> str:
-    """What a write to a blob changes (its ctime also moves when a destination
-    links it, so it is left out)."""
-    return f"{st.st_size} {st.st_mtime_ns} {st.st_ino}"
+    """What a write to a blob changes; the ctime also moves when a link to it is
+    made or removed (a destination placed or deleted): such a blob is hashed once
+    more, unless raydf made the link and stamped it again."""
+    return f"{st.st_size} {st.st_mtime_ns} {st.st_ctime_ns} {st.st_ino}"
 
 
 def _alive(pid: int) -> bool:

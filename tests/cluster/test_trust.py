@@ -286,3 +286,48 @@ def test_a_same_size_write_through_a_destination_is_never_placed_or_served_again
            "from a good peer", hub.stats()["download_bytes"], repo_bytes(src))
     fan("/models/poison", [n0])  # the poisoned destination itself is placed again
     assert files_of(cluster.path_on(n0, "/models/poison")) == files_of(src)
+
+
+def _rot(blob: Path) -> None:
+    """Flip one byte of a cached blob and put its mtime back: bit rot that no stamp sees."""
+    st = blob.stat()
+    os.chmod(blob, 0o644)
+    with open(blob, "r+b") as f:
+        f.seek(st.st_size // 2)
+        byte = f.read(1)
+        f.seek(-1, 1)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    os.chmod(blob, st.st_mode)
+    os.utime(blob, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def test_bit_rot_in_a_cached_blob_is_never_served_or_placed_and_the_job_completes(
+    cluster: LocalCluster, hub: HubEmulator, hub_root: Path, record: Callable[..., None],
+) -> None:
+    src = make_model(hub_root, "org/bitrot", shard_sizes=[8 * MiB], seed=97)
+    shard = "model-00001-of-00001.safetensors"
+    n0, _, n2, _ = cluster.node_ids
+
+    def fan(dest: str, nodes: list[str]) -> None:
+        request = make_request("hf://org/bitrot", dest,
+                               hub_options={"hf_endpoint": hub.hf_endpoint})
+        report = run_fanout(request, nodes)
+        assert report.ok, [n.error for n in report.nodes if not n.ok]
+
+    fan("/models/bitrot", [n0])  # only node 0 holds the shard
+    placed = cluster.path_on(n0, f"/models/bitrot/{shard}")
+    blobs = [b for b in (cluster.node_root(n0) / "cache" / "blobs").iterdir()
+             if b.stat().st_ino == placed.stat().st_ino]
+    assert blobs  # (a blob may be linked under more than one digest)
+    _rot(blobs[0])
+    hub.reset_stats()
+    # Node 2 lacks the file and can only take it from node 0's rotten copy or the origin.
+    fan("/models/bitrot-again", [n0, n2])
+    for node in (n0, n2):
+        assert files_of(cluster.path_on(node, "/models/bitrot-again")) == files_of(src)
+        assert not list(cluster.node_root(node).rglob("*.partial"))
+    used = hub.stats()["by_file"].get(f"hf:models/org/bitrot:{shard}", {}).get("bytes", 0)
+    assert used <= (src / shard).stat().st_size  # the origin supplied it once, no more
+    record("bit rot in a cached blob (mtime unchanged)",
+           "the sender's copy hashed and dropped; both nodes byte-identical, the file "
+           "read once from the origin", hub.stats()["download_bytes"], repo_bytes(src))

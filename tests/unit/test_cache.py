@@ -129,3 +129,27 @@ def test_a_file_larger_than_the_free_space_is_refused_before_any_byte_is_written
     with pytest.raises(StorageError, match="no space left"):
         cache.new_partial(a_file(8 * 2**20))
     assert list(cache.partials.iterdir()) == []
+
+
+def test_a_blob_written_and_given_its_mtime_back_is_hashed_again_and_dropped(
+    tmp_path: Path,
+) -> None:
+    data = bytes(range(256)) * 64
+    file = RemoteFile("w.bin", "w.bin", len(data), sha256=hashlib.sha256(data).hexdigest())
+    cache = NodeCache(tmp_path / "cache")
+    partial = cache.new_partial(file)
+    partial.write_bytes(data)
+    blob = cache.commit(partial, file)
+    dest = tmp_path / "dest" / "w.bin"
+    cache.place(blob, dest)
+    assert cache.blob(file) == blob  # raydf's own link left the blob trusted
+    st = blob.stat()
+    blob.chmod(0o644)
+    with open(blob, "r+b") as f:  # same size, other bytes, then the old mtime
+        f.seek(100)
+        f.write(b"\x00\x00")
+    os.utime(blob, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert blob.stat().st_mtime_ns == st.st_mtime_ns
+    assert cache.blob(file) is None  # hashed, failed, dropped
+    assert not blob.exists()
+    assert dest.read_bytes() != data  # the destination is the user's: not deleted here
