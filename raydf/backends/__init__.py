@@ -98,7 +98,9 @@ def options_for(
             raise ConfigError(f"{flag} applies to {_HUB_PREFIXES[other].SCHEME}:// URLs, "
                               f"not to {source}")
     if prefix is None:
-        return BackendOptions()
+        # Object stores: the caller's own settings and keys, sealed for its seed.
+        credentials = getattr(cls, "caller_credentials", None)
+        return BackendOptions(credentials(env) if credentials else None)
     token = flags.get(f"{prefix}_token")
     if token is None:
         token = next((env[name] for name in cls.ENV_TOKENS if env.get(name)), None)

@@ -11,6 +11,16 @@ piece only. The "commit" is a digest of the listing (each object's key, size
 and modification time): an object rewritten between listing and reading is a
 different commit, and is refused rather than mixed with the old bytes.
 
+Credentials are the caller's: :meth:`ArrowFsBackend.caller_credentials` takes
+the variables a backend reads (``CALLER_ENV``, and the contents of the files
+named by ``CALLER_FILES``) from the caller's environment into one
+:class:`Secret`, which travels like a hub token, straight to the job's seed;
+:meth:`ArrowFsBackend.adopt_caller_credentials` makes them the seed process's
+whole environment for that backend (a seed serves one job), so the cluster's
+own variables never stand in for a caller's. A caller without keys falls back
+to the SDK's chain on the seed's node (profile files, instance or workload
+identity), as the AWS and Google clients do.
+
 Errors from pyarrow are translated where they enter: not found ->
 :class:`EntryNotFound`, refused -> :class:`AccessDenied`, anything else on the
 wire -> :class:`OriginUnavailable`; a filesystem that cannot even be set up
@@ -24,16 +34,19 @@ import abc
 import contextlib
 import dataclasses
 import hashlib
+import json
 import os
 import posixpath
 import re
+import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any, ClassVar
 
 import pyarrow.fs as pafs
 
-from raydf.backends.base import BackendOptions, RemoteFile, resolves, safe_relative_path
+from raydf.backends.base import BackendOptions, RemoteFile, Secret, resolves, safe_relative_path
 from raydf.errors import (
     AccessDenied,
     ConfigError,
@@ -88,6 +101,39 @@ class ArrowFsBackend(abc.ABC):
 
     SCHEME: ClassVar[str]
     AUTH_HINT: ClassVar[str]
+    # The caller's settings and credentials this backend reads from the environment,
+    # and those that name a file whose contents must travel with them.
+    CALLER_ENV: ClassVar[tuple[str, ...]] = ()
+    CALLER_FILES: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def caller_credentials(cls, env: Mapping[str, str]) -> Secret:
+        """This backend's variables from the caller's environment ``env`` (and the
+        contents of the files they name), as one secret for the job's seed."""
+        variables = {name: env[name] for name in cls.CALLER_ENV if env.get(name)}
+        files = {}
+        for name in cls.CALLER_FILES:
+            if env.get(name):
+                try:
+                    files[name] = Path(env[name]).expanduser().read_text()
+                except OSError as exc:
+                    raise ConfigError(f"{name}={env[name]} cannot be read: {exc.strerror}; "
+                                      "point it at your credentials file") from None
+        return Secret(json.dumps({"env": variables, "files": files}))
+
+    @classmethod
+    def adopt_caller_credentials(cls, credentials: Secret | None) -> None:
+        """In a seed process: make the caller's variables the only ones this backend
+        sees (files written privately, 0600), whatever the node's environment held."""
+        given = json.loads(credentials.reveal()) if credentials else {"env": {}, "files": {}}
+        for name in (*cls.CALLER_ENV, *cls.CALLER_FILES):
+            os.environ.pop(name, None)
+        os.environ.update(given["env"])
+        for name, text in given["files"].items():
+            fd, path = tempfile.mkstemp(prefix="raydf-credentials-")  # mode 0600
+            with os.fdopen(fd, "w") as out:
+                out.write(text)
+            os.environ[name] = path
 
     def __init__(self, source: Source, options: BackendOptions | None = None) -> None:
         if source.scheme != self.SCHEME:
@@ -172,6 +218,14 @@ class ArrowFsBackend(abc.ABC):
 
     def exists(self) -> bool:
         return resolves(self.resolve, (EntryNotFound,))
+
+    def authorize(self, commit: str, files: tuple[RemoteFile, ...]) -> None:
+        """A store may let a caller list what it may not read: one ranged read of
+        one byte of the first non-empty file makes the store judge the caller's
+        credentials before any node's copy is given to it."""
+        first = next((f for f in files if f.size), None)
+        if first is not None:
+            self.read_into(commit, first.repo_path, 0, memoryview(bytearray(1)))
 
     def close(self) -> None:
         with self._lock:

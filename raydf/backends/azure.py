@@ -38,6 +38,11 @@ class AzureBackend(ArrowFsBackend):
         "'Storage Blob Data Reader' role on the container"
     )
 
+    CALLER_ENV: ClassVar[tuple[str, ...]] = (
+        "AZURE_STORAGE_ACCOUNT_NAME", "AZURE_STORAGE_ACCOUNT", "AZURE_STORAGE_ACCOUNT_KEY",
+        "AZURE_STORAGE_KEY", "AZURE_STORAGE_SAS_TOKEN",
+    )
+
     def _connect(self) -> pafs.FileSystem:
         cls = filesystem_class("AzureFileSystem", "install pyarrow>=16 from PyPI")
         env = os.environ

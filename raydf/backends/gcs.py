@@ -12,7 +12,8 @@ else ``gcloud auth application-default login``, else the metadata server on
 GCE/GKE (workload identity). ``GS_NO_SIGN_REQUEST=YES`` reads a public bucket
 anonymously. ``STORAGE_EMULATOR_HOST`` (e.g. ``http://127.0.0.1:4443``, a
 fake-gcs-server, read anonymously) or ``BackendOptions.endpoint`` points at
-another endpoint. Only the seed reads these variables.
+another endpoint. These come from the caller's environment (the key file's
+contents too) and go to the job's seed with the request, like a hub token.
 """
 
 from __future__ import annotations
@@ -41,6 +42,9 @@ class GcsBackend(ArrowFsBackend):
         "storage.objects.list and storage.objects.get (or run `gcloud auth application-default "
         "login`), or set GS_NO_SIGN_REQUEST=YES for a public bucket"
     )
+
+    CALLER_ENV: ClassVar[tuple[str, ...]] = ("GS_NO_SIGN_REQUEST", "STORAGE_EMULATOR_HOST")
+    CALLER_FILES: ClassVar[tuple[str, ...]] = ("GOOGLE_APPLICATION_CREDENTIALS",)
 
     def _connect(self) -> pafs.FileSystem:
         cls = filesystem_class("GcsFileSystem", "install a pyarrow wheel from PyPI (it has GCS)")

@@ -47,6 +47,8 @@ class HdfsBackend(ArrowFsBackend):
         "cluster (the ticket cache is KRB5CCNAME)"
     )
 
+    CALLER_ENV: ClassVar[tuple[str, ...]] = ("HADOOP_USER_NAME", "KRB5CCNAME")
+
     def _fs_path(self, key: str) -> str:
         return "/" + key
 

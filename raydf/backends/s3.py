@@ -17,8 +17,10 @@ set the endpoint with ``AWS_ENDPOINT_URL_S3`` or ``AWS_ENDPOINT_URL`` (or
 ``BackendOptions.endpoint``, which wins), e.g. ``http://minio:9000``; an
 ``http://`` endpoint is spoken in plain HTTP. Requests are path-style;
 ``AWS_VIRTUAL_HOSTING=TRUE`` switches to virtual-hosted style (OSS needs it).
-Only the seed reads these variables, so they need to be set where the seed
-runs (on the ``raydf_seed`` node, or in the job's runtime environment).
+These are read from the caller's environment (where ``raydf get`` or
+``raydf.get`` runs) and go to the job's seed with the request, like a hub token:
+the cluster's own variables are not used for a caller. Without keys, the seed's
+node decides (its ``~/.aws`` profile, web identity or instance profile).
 """
 
 from __future__ import annotations
@@ -41,6 +43,12 @@ class S3Backend(ArrowFsBackend):
         "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (plus AWS_SESSION_TOKEN for temporary "
         "credentials) for an identity allowed s3:ListBucket and s3:GetObject, or "
         "AWS_NO_SIGN_REQUEST=YES for a public bucket"
+    )
+
+    CALLER_ENV: ClassVar[tuple[str, ...]] = (
+        "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_NO_SIGN_REQUEST",
+        "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3",
+        "AWS_VIRTUAL_HOSTING", "AWS_PROFILE",
     )
 
     def _connect(self) -> pafs.FileSystem:

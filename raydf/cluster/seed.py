@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import ray
 
+from raydf.backends import backend_class
 from raydf.backends.base import Authorizing, Backend, Secret, hub_requests
 from raydf.cache import InOrderDigests, check_digests, file_digests
 from raydf.cluster.metrics import log_event, metrics
@@ -73,6 +74,10 @@ class SeedActor:
             raise RuntimeError(f"this seed already serves {self._request_given.url}")
         options = dataclasses.replace(request.backend_options, token=token)
         self._request_given = dataclasses.replace(request, backend_options=options)
+        # An object store's credentials are the caller's, never this node's.
+        adopt = getattr(backend_class(request.source.scheme), "adopt_caller_credentials", None)
+        if adopt is not None:
+            adopt(token)
 
     def _open(self) -> Backend:
         if self._backend is None:

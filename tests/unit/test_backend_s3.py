@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +22,7 @@ import pyarrow.fs as pafs
 import pytest
 from moto.server import ThreadedMotoServer
 
-from raydf.backends import BackendOptions, backend_class, open_backend
+from raydf.backends import BackendOptions, backend_class, open_backend, options_for
 from raydf.backends.azure import AzureBackend
 from raydf.backends.gcs import GcsBackend
 from raydf.backends.hdfs import HdfsBackend
@@ -329,3 +330,30 @@ def test_hdfs_without_a_hadoop_client_is_a_config_error_naming_what_to_install(
         backend.resolve()
     assert "HADOOP_HOME" in str(err.value)
     assert len(str(err.value)) < 600  # the loader's long list of tried paths is cut
+
+
+def test_object_store_credentials_are_the_callers_sealed_for_its_seed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    key_file = tmp_path / "sa.json"
+    key_file.write_text('{"type": "service_account", "private_key": "pk-0003"}')
+    caller = {"AWS_ACCESS_KEY_ID": "AKIACALLER0003", "AWS_SECRET_ACCESS_KEY": "caller-secret-0003",
+              "GOOGLE_APPLICATION_CREDENTIALS": str(key_file), "HOME": "/home/caller"}
+    s3_options = options_for(parse_url("s3://models/org/model/"), environ=caller)
+    gs_options = options_for(parse_url("gs://models/org/model/"), environ=caller)
+    assert s3_options.token is not None and gs_options.token is not None
+    assert "caller-secret-0003" not in repr(s3_options) and "pk-0003" not in repr(gs_options)
+    # The seed process: the node's own key is dropped, the caller's put in its place.
+    node_env = {"AWS_ACCESS_KEY_ID": "AKIANODE0004", "AWS_SECRET_ACCESS_KEY": "node-secret-0004",
+                "AWS_SESSION_TOKEN": "node-session-0004", "PATH": "/usr/bin"}
+    monkeypatch.setattr(os, "environ", dict(node_env))
+    S3Backend.adopt_caller_credentials(s3_options.token)
+    assert os.environ == {"AWS_ACCESS_KEY_ID": "AKIACALLER0003",
+                          "AWS_SECRET_ACCESS_KEY": "caller-secret-0003", "PATH": "/usr/bin"}
+    S3Backend.adopt_caller_credentials(options_for(parse_url("s3://m/p/"), environ={}).token)
+    assert os.environ == {"PATH": "/usr/bin"}  # a caller without keys has none of the node's
+    GcsBackend.adopt_caller_credentials(gs_options.token)
+    written = Path(os.environ["GOOGLE_APPLICATION_CREDENTIALS"])
+    assert written != key_file and written.read_text() == key_file.read_text()
+    assert written.stat().st_mode & 0o077 == 0
+    written.unlink()
