@@ -249,20 +249,23 @@ class PlanState:
         for g in sorted(self._holds[hid]):
             self.drop_holding(holder, self._pieces[g])
 
-    def retake(self, pieces: Iterable[PieceId]) -> None:
+    def retake(self, pieces: Iterable[PieceId], keep: Iterable[str] = ()) -> None:
         """Every peer's copy of ``pieces`` is bad (the origin sent bad bytes, since
-        fixed at a seed): peers drop them and need them again; transfers of them fail.
-        Seeds keep theirs (a seed holds the fixed bytes)."""
+        fixed at a seed; or a peer's verified copy rotted and others took from it):
+        peers drop them and need them again; transfers of them fail. Seeds keep
+        theirs (a seed holds the fixed bytes), and so do the peers in ``keep``
+        (their copies were verified again)."""
         self._settle()
+        kept = set(self._seeds) | {self._ids[k] for k in keep if k in self._ids}
         for piece in pieces:
             g = self._gid(piece)
             for a, (_, fg, sid) in list(self._flight.items()):
                 if fg == g and sid >= 0:
                     self._fail(a)
-            for h in [h for h in self._holders[g] if h not in self._seeds]:
+            for h in [h for h in self._holders[g] if h not in kept]:
                 self.drop_holding(self._names[h], piece)
             for p, have in self._have.items():
-                if g in have:
+                if g in have and p not in kept:
                     have.discard(g)
                     if piece[0] in self._wants[p]:
                         self._need[p].add(g)

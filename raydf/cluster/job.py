@@ -47,6 +47,8 @@ class Job:
     blame: Blame = field(default_factory=Blame)  # failure counts per sender and receiver
     healed: list[tuple[str, dict[int, int]]] = field(default_factory=list)  # to apply
     corrupt: dict[str, str] = field(default_factory=dict)  # task -> why nobody gets it
+    senders: dict[tuple[str, str], set[str]] = field(default_factory=dict)  # (node, task) ->
+    suspects: list[tuple[str, str, str]] = field(default_factory=list)  # (node, task, why)
     received: list[tuple[float, str, str, int]] = field(default_factory=list)
     origin_times: list[tuple[float, str, int]] = field(default_factory=list)
     origin_bytes: int = 0  # counted from the seeds' fetches, lost seeds included
@@ -86,6 +88,11 @@ class Job:
         if node not in self.node_done:
             self.node_done[node] = time.monotonic() - self.started
         self.node_event(node).set()
+
+    def reopen_node(self, node: str) -> None:
+        """``node`` must take a file again (its verified copy was bad): not done yet."""
+        self.node_done.pop(node, None)
+        self.node_event(node).clear()
 
     def skip_node(self, node: str, reason: str) -> None:
         """``node`` left the cluster before it joined: no longer a target."""

@@ -18,6 +18,7 @@ job that wants it, and each job is told once that it is done.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -31,7 +32,7 @@ from typing import Any
 import numpy as np
 import ray
 
-from raydf.cache import InOrderDigests, NodeCache, node_path, temp_sibling
+from raydf.cache import InOrderDigests, NodeCache, node_path, temp_sibling, verify_file
 from raydf.cluster.destination import destination_problem_here
 from raydf.cluster.metrics import log_event, metrics
 from raydf.cluster.placement import NAMESPACE, SCHEDULER_NAME
@@ -365,6 +366,55 @@ class PeerActor:
                 self._retire(old)
         log_event("file_retaken", node=self.node_id[:8], job=job_id, file=old.spec.paths[0],
                   pieces=len(fixed))
+
+    def check_copy(self, job_id: str, task: TaskSpec) -> str:
+        """A receiver's copy of ``task`` failed its digest, and every piece of it came
+        from peers' verified copies: hash this node's verified copy again. Returns
+        ``"good"``, ``"none"`` (no verified copy here), or ``"bad"``: it failed too
+        (corrupted below the file system, where no stamp sees it), so it is dropped
+        and this job's placements of it taken back."""
+        with self._lock:
+            asm = self._tasks.get(task.task_id)
+            if asm is None or not asm.complete:
+                return "none"
+            asm.busy += 1
+        try:
+            verify_file(asm.path, task.file)
+            return "good"
+        except IntegrityError as err:
+            log_event("copy_corrupt", node=self.node_id[:8], file=task.paths[0],
+                      error=str(err).replace(" ", "_")[:120])
+            inode = os.fstat(asm.fd).st_ino
+        finally:
+            with self._lock:
+                asm.busy -= 1
+        if task.file.content_key:
+            self.cache.remove(task.file.content_key)
+        with self._lock:
+            self._unpin_task(task.task_id)
+            self._retire(asm)
+            dest_dir = self._jobs.get(job_id, (None, []))[0]
+        for target in [dest_dir / rel for rel in task.paths] if dest_dir is not None else []:
+            with contextlib.suppress(FileNotFoundError):
+                if target.stat().st_ino == inode:
+                    target.unlink()  # never a corrupt file at a final path
+        return "bad"
+
+    def renew(self, task: TaskSpec) -> None:
+        """Begin ``task`` anew in a fresh partial for every job of this node that
+        wants it: what it was assembling may hold a bad copy's bytes. A verified
+        copy stays."""
+        with self._lock:
+            old = self._tasks.get(task.task_id)
+            if old is not None and old.complete:
+                return
+            if old is not None:
+                self._unpin_task(task.task_id)
+                self._retire(old)
+            jobs = {j for j, (_, tasks) in self._jobs.items() if task.task_id in tasks}
+            fresh = self._open(task, receive=any(self._jobs[j][0] is not None for j in jobs))
+            if fresh is not None:
+                fresh.jobs = jobs
 
     # -- serving ---------------------------------------------------------
 

@@ -37,7 +37,7 @@ from raydf.cluster.metrics import log_event, metrics
 from raydf.cluster.placement import alive_nodes, seed_options
 from raydf.cluster.seed import SeedActor
 from raydf.cluster.spec import TaskSpec
-from raydf.cluster.trust import apply_blame, apply_heals, fault_of
+from raydf.cluster.trust import apply_blame, apply_heals, check_senders, fault_of
 from raydf.errors import DestinationBusy, IntegrityError, RaydfError
 from raydf.plan import RepoPlan
 from raydf.policy import ORIGIN, Assignment, Limits, PlanState, decide
@@ -380,6 +380,8 @@ class SchedulerActor:
                     self._settle(job, pending.pop(fut), fut)
             if job.healed:
                 await apply_heals(job, pending)
+            if job.suspects:
+                await check_senders(job, pending)
             if job.error is not None:
                 for fut in pending:
                     fut.cancel()
@@ -439,6 +441,11 @@ class SchedulerActor:
             job.crc.setdefault(a.piece, result["crc"])
         state.finish(a)
         job.blame.delivered(a.source)
+        job.senders.setdefault((a.peer, a.piece[0]), set()).add(a.source)
+        if "file_corrupt" in result and job.seed_id not in job.senders[(a.peer, a.piece[0])]:
+            # Every piece came from peers' verified copies: one of them is bad.
+            job.suspects.append((a.peer, a.piece[0], result["file_corrupt"]))
+            return
         failed = result.get("file_corrupt") or result.get("file_unplaced")
         if failed:
             job.fail_node(a.peer, failed, 4 if "file_corrupt" in result else 5)

@@ -16,7 +16,7 @@ from raydf.cluster.metrics import log_event
 from raydf.errors import IntegrityError, SenderFailed
 from raydf.policy import ORIGIN, Assignment
 
-__all__ = ["apply_blame", "apply_heals", "fault_of"]
+__all__ = ["apply_blame", "apply_heals", "check_senders", "fault_of"]
 
 
 def apply_blame(
@@ -69,6 +69,55 @@ async def apply_heals(job: Job, pending: dict[asyncio.Future[Any], Assignment]) 
                 job.fail_node(node, describe(outcome))
                 state.remove_holder(node)
         log_event("file_healed", job=job.job_id, task=task_id, pieces=len(crcs))
+
+
+async def check_senders(job: Job, pending: dict[asyncio.Future[Any], Assignment]) -> None:
+    """A file assembled only from peers' verified copies failed its digest on a
+    receiver: every node hashes its verified copy of it again. A node whose copy
+    fails (bad below the file system) drops it: a bad sender, not an origin fault.
+    Then every node but those with a good copy takes the file anew (what they
+    assembled may hold the bad copy's bytes), from good copies or the origin. If
+    every copy is good, the receiver itself is at fault and fails."""
+    state = job.state
+    assert state is not None
+    while job.suspects:
+        receiver, task_id, why = job.suspects.pop()
+        spec = job.tasks[task_id]
+        nodes = sorted({*job.peers, *job.holders} - {receiver} - set(job.node_error))
+        outcomes = await asyncio.gather(
+            *[job.actor(n).check_copy.remote(job.job_id, spec) for n in nodes],
+            return_exceptions=True)
+        verdicts = dict(zip(nodes, outcomes, strict=True))
+        bad = [n for n, v in verdicts.items() if v == "bad"]
+        if not bad:
+            if receiver not in job.node_error:
+                job.fail_node(receiver, f"{why.split(';')[0]} on node {receiver[:8]}, though "
+                              "the copies it came from verify; check that node's disk", 4)
+                state.remove_holder(receiver)
+            continue
+        log_event("bad_copy", job=job.job_id, task=task_id, receiver=receiver[:12],
+                  senders=",".join(n[:12] for n in bad))
+        pieces = [(task_id, i) for i in range(spec.num_pieces)]
+        for piece in pieces:
+            job.crc.pop(piece, None)  # maybe a bad copy's: the next source's stand
+        for fut in [f for f, a in pending.items()
+                    if a.piece[0] == task_id and a.source != ORIGIN]:
+            del pending[fut]  # into assemblies begun anew below
+            fut.cancel()
+        state.retake(pieces, keep=[n for n, v in verdicts.items() if v == "good"])
+        for node in bad:
+            if node in job.peers and node not in job.node_error:
+                job.node_bytes[node] = job.node_bytes.get(node, 0) - spec.size
+                state.add_peer(node, [task_id])  # it had it from its cache: now a want
+                job.reopen_node(node)  # its placement of the file was taken back
+        renewing = [n for n in {*job.peers} - set(job.node_error) if verdicts.get(n) != "good"]
+        outcomes = await asyncio.gather(*[job.actor(n).renew.remote(spec) for n in renewing],
+                                        return_exceptions=True)
+        for node, outcome in zip(renewing, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                job.fail_node(node, describe(outcome))
+                state.remove_holder(node)
+        job.senders = {k: v for k, v in job.senders.items() if k[1] != task_id}
 
 
 def fault_of(exc: BaseException) -> Fault:

@@ -26,6 +26,7 @@ import ray
 
 import raydf
 from raydf.api import run_fanout
+from raydf.cache import NodeCache
 from raydf.cluster.service import NAMESPACE, SCHEDULER_NAME
 from raydf.errors import GatedRepoError, HubError, RepoNotFound
 from raydf.options import make_request
@@ -331,3 +332,36 @@ def test_bit_rot_in_a_cached_blob_is_never_served_or_placed_and_the_job_complete
     record("bit rot in a cached blob (mtime unchanged)",
            "the sender's copy hashed and dropped; both nodes byte-identical, the file "
            "read once from the origin", hub.stats()["download_bytes"], repo_bytes(src))
+
+
+def test_a_copy_rotten_below_the_file_system_is_blamed_on_its_node_and_the_job_heals(
+    cluster: LocalCluster, hub: HubEmulator, hub_root: Path, record: Callable[..., None],
+) -> None:
+    src = make_model(hub_root, "org/media-rot", shard_sizes=[8 * MiB], seed=98)
+    shard = "model-00001-of-00001.safetensors"
+    n0, _, _, n3 = cluster.node_ids
+
+    def fan(dest: str, nodes: list[str]) -> None:
+        request = make_request("hf://org/media-rot", dest,
+                               hub_options={"hf_endpoint": hub.hf_endpoint})
+        report = run_fanout(request, nodes)
+        assert report.ok, [n.error for n in report.nodes if not n.ok]
+
+    fan("/models/media-rot", [n0])
+    placed = cluster.path_on(n0, f"/models/media-rot/{shard}")
+    cache = NodeCache(cluster.node_root(n0) / "cache")
+    blobs = [b for b in cache.blobs.iterdir() if b.stat().st_ino == placed.stat().st_ino]
+    _rot(blobs[0])
+    for blob in blobs:  # the stamps agree: no metadata shows the change
+        cache._write_stamp(blob.name, blob)
+    hub.reset_stats()
+    fan("/models/media-rot-again", [n0, n3])
+    for node in (n0, n3):
+        assert files_of(cluster.path_on(node, "/models/media-rot-again")) == files_of(src)
+        assert not list(cluster.node_root(node).rglob("*.partial"))
+    used = hub.stats()["by_file"].get(f"hf:models/org/media-rot:{shard}", {}).get("bytes", 0)
+    assert used == (src / shard).stat().st_size  # no good copy left: the origin, once
+    record("a cached copy rotten below the file system (stamp unchanged)",
+           "the receiver's digest fails; the sender's copy hashed, dropped, its placement "
+           "taken back; both nodes byte-identical", hub.stats()["download_bytes"],
+           repo_bytes(src))
