@@ -376,7 +376,149 @@ def _pid(_: Any) -> int:
     return os.getpid()
 
 
-PROTOCOLS: dict[str, type[OldProtocol]] = {"old": OldProtocol}
+# -- stand-ins for the typed, batched protocol ("batched") ----------------------
+#
+# The scheduler calls, per node: prepare(PeerJoin) once, pull_batch(PullBatch)
+# once per decision round that gives the node work (one Pull per piece),
+# finish_job once; per job: the seed's fetch (once per piece), release, counts.
+# The caller calls claim, submit(JobSpec, ...), wait and the poll long-poll.
+
+
+class BatchedPeerGroup(OldPeerGroup):
+    """Answers the typed PeerActor calls of many simulated nodes (the node first)."""
+
+    async def prepare(self, node: str, join: Any) -> Any:  # type: ignore[override]
+        from raydf.cluster.protocol import Holdings
+
+        self.calls["prepare"] += 1
+        for t in join.tasks:
+            self._sizes[t.task_id] = (t.size, t.piece_length, t.num_pieces)
+        return Holdings({t.task_id: () for t in join.tasks})
+
+    async def offer(self, node: str, join: Any) -> Any:  # type: ignore[override]
+        from raydf.cluster.protocol import Holdings
+
+        self.calls["offer"] += 1
+        return Holdings()
+
+    async def pull_batch(self, node: str, batch: Any) -> list[Any]:
+        from raydf.cluster.protocol import Received
+
+        self.calls["pull_batch"] += 1
+        out = []
+        for pull in batch.pulls:
+            self.deliveries += 1
+            size, length, count = self._sizes[pull.task_id]
+            key = (batch.job_id, node, pull.task_id)
+            got = self._got[key] = self._got.get(key, 0) + 1
+            crc = pull.crc if pull.crc is not None else _crc(pull.task_id, pull.index)
+            out.append(Received(min(length, size - pull.index * length), 0.0, crc, got == count))
+        return out
+
+
+class BatchedNodeHandle:
+    """A :class:`~raydf.cluster.handles.PeerHandle` look-alike for one simulated node."""
+
+    def __init__(self, group: Any, node: str) -> None:
+        self.group, self.node = group, node
+
+    def prepare(self, join: Any) -> Any:
+        return self.group.prepare.remote(self.node, join)
+
+    def offer(self, join: Any) -> Any:
+        return self.group.offer.remote(self.node, join)
+
+    def pull_batch(self, batch: Any) -> Any:
+        return self.group.pull_batch.remote(self.node, batch)
+
+    def finish_job(self, job_id: str, discard: list[str] | None = None) -> Any:
+        return self.group.finish_job.remote(self.node, job_id, discard)
+
+    def cache_only(self, job_id: str) -> Any:
+        return self.group.cache_only.remote(self.node, job_id)
+
+    def retake(self, job_id: str, task_id: str, fixed: dict[int, int]) -> Any:
+        return self.group.retake.remote(self.node, job_id, task_id, fixed)
+
+
+class BatchedSeed(OldSeed):
+    """:class:`OldSeed` answering with the typed messages."""
+
+    async def fetch(self, task_id: str, index: int) -> Any:  # type: ignore[override]
+        from raydf.cluster.protocol import Fetched
+
+        crc, nbytes, requests, by_kind, _ = await super().fetch(task_id, index)
+        return Fetched(crc, nbytes, requests, by_kind)
+
+    async def counts(self) -> Any:
+        from raydf.cluster.protocol import SeedStats
+
+        s = await self.stats()
+        return SeedStats(s["standby"], s["origin_bytes"], s["origin_requests"],
+                         s["hub_requests"], s["held"])
+
+
+class BatchedProtocol(OldProtocol):
+    """The typed, batched scheduler, driven the way ``raydf.api.run_fanout`` drives
+    it (submit a JobSpec, wait, long-poll the status), through stand-ins."""
+
+    name = "batched"
+
+    def open(self) -> tuple[int, list[int]]:
+        from raydf.cluster.scheduler import SchedulerActor
+
+        self._sched = ray.remote(SchedulerActor).options(num_cpus=0, max_concurrency=1000).remote()
+        group_class = ray.remote(BatchedPeerGroup).options(num_cpus=0, max_concurrency=10_000)
+        self._groups = [group_class.remote() for _ in range(self._group_count)]
+        pid = ray.get(self._sched.__ray_call__.remote(_pid))
+        return pid, ray.get([g.__ray_call__.remote(_pid) for g in self._groups])
+
+    def deliver(self, plan: RepoPlan, tasks: list[TaskSpec], nodes: list[str]) -> Delivered:
+        from raydf.cluster.handles import SchedulerHandle, SeedHandle
+        from raydf.cluster.protocol import JobSpec
+
+        sched = SchedulerHandle(self._sched)
+        before = ray.get([g.counts.remote() for g in self._groups])
+        driver: Counter[str] = Counter()
+        ledger = os.path.join(self._ledger_dir, f"seed-{uuid.uuid4().hex[:8]}.json")
+        seed = SeedHandle(ray.remote(BatchedSeed).options(num_cpus=0, max_concurrency=1000)
+                          .remote(tasks, ledger))
+        peers = {n: BatchedNodeHandle(self._groups[i % len(self._groups)], n)
+                 for i, n in enumerate(nodes)}
+        key, caller, dest = uuid.uuid4().hex, uuid.uuid4().hex, f"/bench/{uuid.uuid4().hex[:8]}"
+        driver["to:claim"] += 1
+        if ray.get(sched.claim(key, dest, nodes, plan.url)) is not None:
+            raise RuntimeError("a fresh fingerprint matched a running job")
+        driver["to:submit"] += 1
+        spec = JobSpec(uuid.uuid4().hex[:12], plan, tuple(tasks), dest, fingerprint=key,
+                       caller=caller)
+        job = ray.get(sched.submit(spec, seed, peers, {}))  # type: ignore[arg-type]
+        driver["to:wait"] += 1
+        waiting = sched.wait(job, nodes)
+        seen = -1
+        driver["to:poll"] += 1
+        polling = sched.poll(job, caller, nodes, seen, 0.0)
+        while not ray.wait([waiting], timeout=0)[0]:
+            ready, _ = ray.wait([waiting, polling], timeout=POLL_SECONDS)
+            if polling in ready:
+                seen = ray.get(polling).version
+                driver["to:poll"] += 1
+                polling = sched.poll(job, caller, nodes, seen, 3.0)
+        report = ray.get(waiting)
+        after = ray.get([g.counts.remote() for g in self._groups])
+        calls: Counter[str] = Counter(driver)
+        deliveries = 0
+        for (d0, c0), (d1, c1) in zip(before, after, strict=True):
+            deliveries += d1 - d0
+            calls.update({f"peer:{m}": n - c0.get(m, 0) for m, n in c1.items()})
+        seed_calls = json.loads(Path(ledger).read_text()) if os.path.exists(ledger) else {}
+        calls.update({f"seed:{m}": n for m, n in seed_calls.items()})
+        calls = Counter({m: n for m, n in calls.items() if n})
+        return Delivered(deliveries, sum(calls.values()), dict(sorted(calls.items())), report.ok)
+
+
+PROTOCOLS: dict[str, type[OldProtocol]] = {"batched": BatchedProtocol}
+
 
 
 # -- the command -----------------------------------------------------------------

@@ -23,6 +23,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,10 +32,25 @@ from typing import Any
 import numpy as np
 import ray
 
+from raydf.blame import Fault
 from raydf.cache import InOrderDigests, NodeCache, node_path, temp_sibling
 from raydf.cluster.destination import destination_problem_here
 from raydf.cluster.metrics import log_event, metrics
 from raydf.cluster.placement import NAMESPACE, SCHEDULER_NAME
+from raydf.cluster.protocol import (
+    FileCorrupt,
+    FileUnplaced,
+    Holdings,
+    Lent,
+    PeerJoin,
+    Pull,
+    PullBatch,
+    PullFailed,
+    PullOutcome,
+    Received,
+    SourceLost,
+    Stale,
+)
 from raydf.cluster.spec import TaskSpec
 from raydf.errors import IntegrityError, SenderFailed, StorageError
 from raydf.pieces import piece_crc
@@ -53,6 +69,7 @@ SERVE_THREADS = 16
 MAX_PARKED = 256
 LEND_TIMEOUT = 60.0  # s for a holder to answer a lend: past it, the holder is blamed
 PULL_TIMEOUT = 120.0  # s for a piece (<= 64 MiB) to arrive once lent
+PULL_THREADS = 32  # pulls at once, over every batch of every job (4 per job by default)
 
 
 @dataclass
@@ -92,6 +109,7 @@ class PeerActor:
         self._pinned_bytes = 0
         self.received_bytes = 0
         self.served_bytes = 0
+        self._pullers = ThreadPoolExecutor(PULL_THREADS, thread_name_prefix="raydf-pull")
 
     def __repr__(self) -> str:
         done = sum(a.complete for a in self._tasks.values())
@@ -101,20 +119,19 @@ class PeerActor:
 
     # -- joining a job ---------------------------------------------------
 
-    def prepare(
-        self, job_id: str, tasks: list[TaskSpec], dest: str, memory_budget: int | None = None,
-        aux: list[tuple[str, str]] | None = None, epoch: str = "",
-    ) -> dict[str, list[int]]:
+    def prepare(self, join: PeerJoin) -> Holdings:
         """Join a job: place what the cache has, open partials for the rest.
 
-        ``dest`` is the destination folder as the caller gave it (this node's
-        ``RAYDF_NODE_ROOT`` applies), or ``""`` to fill the cache only. ``aux``:
-        small ``(path, text)`` files of the layout (e.g. Hugging Face ``refs``).
-        ``epoch``: the scheduler incarnation running the job; jobs of an earlier
-        one (a scheduler that died) are dropped here, their pieces kept.
+        ``join.dest`` is the destination folder as the caller gave it (this
+        node's ``RAYDF_NODE_ROOT`` applies), or ``""`` to fill the cache only.
+        ``aux``: small ``(path, text)`` files of the layout (e.g. Hugging Face
+        ``refs``). ``epoch``: the scheduler incarnation running the job; jobs of
+        an earlier one (a scheduler that died) are dropped here, pieces kept.
 
         Returns, per task, the piece indices this node already holds.
         """
+        job_id, tasks, dest, memory_budget, aux, epoch = (
+            join.job_id, join.tasks, join.dest, join.memory_budget, join.aux, join.epoch)
         if memory_budget:
             self._budget = memory_budget
         if epoch:
@@ -124,7 +141,7 @@ class PeerActor:
         if dest_dir is not None:
             for rel, text in aux or ():
                 _write_atomically(dest_dir / rel, text)
-        have: dict[str, list[int]] = {}
+        have: dict[str, tuple[int, ...]] = {}
         whole: list[_Assembly] = []  # every piece in, not yet verified (another job's)
         cached: list[_Assembly] = []  # verified already: to place
         with self._lock:
@@ -141,7 +158,7 @@ class PeerActor:
                     cached.append(asm)
                 elif not asm.complete and len(asm.have) == task.num_pieces:
                     whole.append(asm)
-                have[task.task_id] = sorted(asm.have)
+                have[task.task_id] = tuple(sorted(asm.have))
         for asm in cached:
             self._place_for(asm, job_id, dest_dir)  # type: ignore[arg-type]
         for asm in whole:
@@ -150,27 +167,28 @@ class PeerActor:
         if unplaced:
             more = f" (and {len(unplaced) - 1} more files)" if len(unplaced) > 1 else ""
             raise StorageError(unplaced[0] + more)
-        return have
+        return Holdings(have)
 
-    def offer(self, job_id: str, tasks: list[TaskSpec], epoch: str = "") -> dict[str, list[int]]:
+    def offer(self, join: PeerJoin) -> Holdings:
         """Serve a job this node is not a target of, from what it already has.
 
         Opens no partial file and places nothing; returns, per task, the piece
         indices this node can serve (whole files from its cache).
         """
-        have: dict[str, list[int]] = {}
+        job_id, epoch = join.job_id, join.epoch
+        have: dict[str, tuple[int, ...]] = {}
         with self._lock:
-            for task in tasks:
+            for task in join.tasks:
                 asm = self._tasks.get(task.task_id) or self._open(task, receive=False)
                 if asm is None:
                     continue
                 asm.jobs.add(job_id)
-                have[task.task_id] = sorted(asm.have)
+                have[task.task_id] = tuple(sorted(asm.have))
             # A node that joined as a receiver meanwhile keeps its destination.
             self._jobs.setdefault(job_id, (None, list(have)))
             if epoch:
                 self._job_epochs.setdefault(job_id, epoch)
-        return have
+        return Holdings(have)
 
     def _open(self, task: TaskSpec, *, receive: bool = True) -> _Assembly | None:
         blob = self.cache.blob(task.file)
@@ -196,16 +214,29 @@ class PeerActor:
 
     # -- receiving -------------------------------------------------------
 
+    def pull_batch(self, batch: PullBatch) -> list[PullOutcome]:
+        """Take every piece of ``batch`` (at once, each from its source); one
+        outcome per pull, in order. Only a dead receiver fails the whole call."""
+        futures = [self._pullers.submit(self._pull_one, batch.job_id, p) for p in batch.pulls]
+        return [f.result() for f in futures]
+
+    def _pull_one(self, job_id: str, pull: Pull) -> PullOutcome:
+        try:
+            return self.pull(job_id, pull.task_id, pull.index, pull.crc, pull.source)
+        except Exception as exc:  # the transfer failed; whose fault it is goes to blame
+            return PullFailed(_fault_of(exc), _describe(exc))
+
     def pull(
         self, job_id: str, task_id: str, index: int, crc: int | None, source: Any,
-    ) -> dict[str, Any]:
-        """Take one piece from ``source`` (a peer or seed handle) for ``job_id``.
+    ) -> PullOutcome:
+        """Take one piece from ``source`` (a lender handle: a peer or seed) for ``job_id``.
 
-        Returns ``{"bytes", "seconds", "crc", "file_done"}`` (``bytes`` 0 when
-        another job already brought the piece; ``file_done`` once per job, when
-        the file is verified and placed; ``file_corrupt`` instead when it failed
-        verification, ``file_unplaced`` when it could not be put at its path), or
-        ``{"source_lost": True}`` when the holder is gone.
+        Returns :class:`Received` (``bytes`` 0 when another job already brought
+        the piece; ``file_done`` once per job, when the file is verified and
+        placed), :class:`FileCorrupt` when the file failed verification,
+        :class:`FileUnplaced` when it could not be put at its path,
+        :class:`SourceLost` when the holder is gone, :class:`Stale` when a heal
+        replaced the assembly meanwhile. A failed transfer raises.
         """
         started = time.monotonic()
         with self._using(task_id) as asm:
@@ -216,15 +247,14 @@ class PeerActor:
             if not fetched:
                 assert digests is not None  # set until the file is complete
                 outcome = self._fetch(asm, digests, index, crc, source)
-                if isinstance(outcome, dict):
+                if isinstance(outcome, SourceLost):
                     return outcome
                 nbytes, crc = outcome
                 with self._lock:
                     replaced = self._tasks.get(task_id) is not asm
                 if replaced:  # a heal began the file anew meanwhile (see retake)
-                    return {"stale": True}
-            result: dict[str, Any] = {"bytes": nbytes, "seconds": time.monotonic() - started,
-                                      "crc": crc, "file_done": False}
+                    return Stale()
+            file_done = False
             with self._lock:
                 whole = len(asm.have) == asm.spec.num_pieces
             if whole:
@@ -233,20 +263,18 @@ class PeerActor:
                 except IntegrityError as err:
                     # The origin sent bytes that do not match its own digest: every
                     # copy of this file is suspect, so this node stops serving it.
-                    result["file_corrupt"] = str(err)
-                    return result
+                    return FileCorrupt(str(err))
                 with self._lock:
                     if job_id in asm.unplaced:
                         # Verified, but not at its path for this job: the node failed.
-                        result["file_unplaced"] = asm.unplaced[job_id]
-                        return result
-                    result["file_done"] = job_id not in asm.reported
+                        return FileUnplaced(asm.unplaced[job_id])
+                    file_done = job_id not in asm.reported
                     asm.reported.add(job_id)
-            return result
+            return Received(nbytes, time.monotonic() - started, crc, file_done)
 
     def _fetch(
         self, asm: _Assembly, digests: InOrderDigests, index: int, crc: int | None, source: Any,
-    ) -> tuple[int, int] | dict[str, Any]:
+    ) -> tuple[int, int] | SourceLost:
         """Bring piece ``index`` from ``source``, write, hash and pin it.
 
         Returns ``(bytes, crc)``, or the pull's result when the source is lost.
@@ -257,7 +285,8 @@ class PeerActor:
         task_id = asm.spec.task_id
         piece = asm.spec.piece(index)
         try:
-            ref, lender_crc = ray.get(source.lend.remote(task_id, index), timeout=LEND_TIMEOUT)
+            lent: Lent = ray.get(source.lend(task_id, index), timeout=LEND_TIMEOUT)
+            ref, lender_crc = lent.ref, lent.crc
             array = ray.get(ref, timeout=PULL_TIMEOUT)
         except (ray.exceptions.ActorUnavailableError, ray.exceptions.GetTimeoutError) as exc:
             # A passing hiccup or a stalled holder, not a dead node: retried elsewhere.
@@ -267,7 +296,7 @@ class PeerActor:
             ) from None
         except (ray.exceptions.RayActorError, ray.exceptions.ObjectLostError,
                 ray.exceptions.OwnerDiedError) as exc:
-            return {"source_lost": True, "error": type(exc).__name__}
+            return SourceLost(type(exc).__name__)
         expected = asm.fixed.get(index, lender_crc if crc is None else crc)
         view = memoryview(array)
         if len(view) != piece.length or piece_crc(view) != expected:
@@ -369,15 +398,16 @@ class PeerActor:
     # -- serving ---------------------------------------------------------
 
     @ray.method(concurrency_group=SERVE_GROUP)
-    def lend(self, task_id: str, index: int) -> list[Any]:
-        """``[ref, crc]`` of a piece this node has, re-read from disk if unpinned."""
+    def lend(self, task_id: str, index: int) -> Lent:
+        """The ref (owned by this peer) and CRC-32 of a piece this node has,
+        re-read from disk if unpinned."""
         key = (task_id, index)
         with self._lock:
             pinned = self._pinned.get(key)
             if pinned is not None:
                 self._pinned.move_to_end(key)
                 self.served_bytes += pinned[2]
-                return [pinned[0], pinned[1]]
+                return Lent(pinned[0], pinned[1])
         with self._using(task_id) as asm:
             data = _read_piece(asm, index)
             crc = piece_crc(data)
@@ -385,7 +415,7 @@ class PeerActor:
             with self._lock:
                 self._pin(key, ref, crc, len(data))
                 self.served_bytes += len(data)
-            return [ref, crc]
+            return Lent(ref, crc)
 
     @contextmanager
     def _using(self, task_id: str) -> Iterator[_Assembly]:
@@ -532,6 +562,24 @@ class PeerActor:
                 "served_bytes": self.served_bytes,
                 "jobs": sorted(self._jobs),
             }
+
+
+def _fault_of(exc: BaseException) -> Fault:
+    """Whose fault a failed pull was (see raydf.blame)."""
+    cause = getattr(exc, "cause", None)
+    exc = cause if isinstance(cause, BaseException) else exc
+    if isinstance(exc, IntegrityError):
+        return Fault.BAD_BYTES  # the sender's bytes failed the piece's CRC-32
+    if isinstance(exc, SenderFailed):
+        return Fault.SENDER
+    return Fault.OTHER
+
+
+def _describe(exc: BaseException) -> str:
+    """A one-line reason, without a remote traceback."""
+    cause = getattr(exc, "cause", None)
+    text = str(cause if isinstance(cause, BaseException) else exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
 
 
 def _read_piece(asm: _Assembly, index: int) -> memoryview:

@@ -42,7 +42,8 @@ def apply_blame(
         state.remove_holder(a.peer)
 
 
-async def apply_heals(job: Job, pending: dict[asyncio.Future[Any], Assignment]) -> None:
+async def apply_heals(job: Job, pending: dict[asyncio.Future[Any], list[Assignment | None]]
+                      ) -> None:
     """The seed read a corrupt file again and holds the pieces that differ: every
     peer drops its copies of them (it assembles the file anew without them, see
     PeerActor.retake) before anyone is sent them again."""
@@ -52,17 +53,18 @@ async def apply_heals(job: Job, pending: dict[asyncio.Future[Any], Assignment]) 
         task_id, crcs = job.healed.pop()
         pieces = [(task_id, i) for i in crcs]
         job.crc.update(zip(pieces, crcs.values(), strict=True))
-        for fut in [f for f, a in pending.items()
-                    if a.source != ORIGIN and a.piece[0] == task_id and a.piece[1] in crcs]:
-            del pending[fut]  # carrying the bad bytes: its result is not wanted
-            fut.cancel()
+        for batch in pending.values():
+            for i, a in enumerate(batch):
+                if (a is not None and a.source != ORIGIN and a.piece[0] == task_id
+                        and a.piece[1] in crcs):
+                    batch[i] = None  # carrying the bad bytes: its outcome is not wanted
         state.retake(pieces)
         if job.seed is not None:
             for piece in pieces:
                 state.add_holding(job.seed_id, piece)
                 job.seed_held.add(piece)
         nodes = [n for n in job.peers if n not in job.node_error]
-        calls = [job.peers[n].retake.remote(job.job_id, task_id, crcs) for n in nodes]
+        calls = [job.peers[n].retake(job.job_id, task_id, crcs) for n in nodes]
         outcomes = await asyncio.gather(*calls, return_exceptions=True)
         for node, outcome in zip(nodes, outcomes, strict=True):
             if isinstance(outcome, BaseException):
