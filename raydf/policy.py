@@ -334,6 +334,10 @@ class PlanState:
         """Who can serve ``piece`` now."""
         return frozenset(self._names[h] for h in self._holders[self._gid(piece)])
 
+    def copies(self, piece: PieceId) -> int:
+        """How many holders can serve ``piece`` now."""
+        return len(self._holders[self._gid(piece)])
+
     def in_flight(self) -> frozenset[Assignment]:
         """Transfers and origin fetches started and not yet finished or failed."""
         return frozenset(self._flight)

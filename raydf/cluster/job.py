@@ -64,6 +64,7 @@ class Job:
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     runner: asyncio.Task[None] | None = None
     holders: dict[str, PeerHandle] = field(default_factory=dict)  # serve from cache only
+    introduced: set[tuple[str, str]] = field(default_factory=set)  # (receiver, holder) it knows
     aux: list[tuple[str, str]] = field(default_factory=list)  # layout files, e.g. HF refs
     _events: dict[str, asyncio.Event] = field(default_factory=dict)
     version: int = 0  # grows when a node completes or fails, the seed is lost or back

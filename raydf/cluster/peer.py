@@ -25,16 +25,15 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import ray
 
-from raydf.blame import Fault
-from raydf.cache import InOrderDigests, NodeCache, node_path, temp_sibling
+from raydf.cache import InOrderDigests, NodeCache, node_path
+from raydf.cluster.assembly import Assembly, read_piece, symlink_atomically, write_atomically
 from raydf.cluster.destination import destination_problem_here
+from raydf.cluster.job import describe
 from raydf.cluster.metrics import log_event, metrics
 from raydf.cluster.placement import NAMESPACE, SCHEDULER_NAME
 from raydf.cluster.protocol import (
@@ -52,6 +51,7 @@ from raydf.cluster.protocol import (
     Stale,
 )
 from raydf.cluster.spec import TaskSpec
+from raydf.cluster.trust import fault_of
 from raydf.errors import IntegrityError, SenderFailed, StorageError
 from raydf.pieces import piece_crc
 
@@ -72,26 +72,6 @@ PULL_TIMEOUT = 120.0  # s for a piece (<= 64 MiB) to arrive once lent
 PULL_THREADS = 32  # pulls at once, over every batch of every job (4 per job by default)
 
 
-@dataclass
-class _Assembly:
-    """One file content being assembled (or complete) on this node."""
-
-    spec: TaskSpec
-    path: Path
-    fd: int
-    digests: InOrderDigests | None = None  # None once complete
-    have: set[int] = field(default_factory=set)
-    complete: bool = False
-    jobs: set[str] = field(default_factory=set)
-    reported: set[str] = field(default_factory=set)  # jobs told the file is done
-    corrupt: str | None = None  # why the whole file failed verification
-    unplaced: dict[str, str] = field(default_factory=dict)  # job -> why it could not be placed
-    finishing: threading.Lock = field(default_factory=threading.Lock)
-    busy: int = 0  # pulls and lends using ``fd`` right now
-    retired: bool = False  # no job wants it: close ``fd`` once nobody uses it
-    fixed: dict[int, int] = field(default_factory=dict)  # healed piece -> its new CRC-32
-
-
 class PeerActor:
     """Plain class; made remote, pinned to its node, where it is spawned."""
 
@@ -101,7 +81,7 @@ class PeerActor:
         self.cache.sweep_orphans()  # left by a peer that died on this node
         self._budget = memory_budget or _default_budget(node_id)
         self._lock = threading.Lock()
-        self._tasks: dict[str, _Assembly] = {}
+        self._tasks: dict[str, Assembly] = {}
         # job -> (dest dir, or None where this node only serves; task ids)
         self._jobs: dict[str, tuple[Path | None, list[str]]] = {}
         self._job_epochs: dict[str, str] = {}  # job -> the scheduler incarnation that runs it
@@ -110,6 +90,7 @@ class PeerActor:
         self.received_bytes = 0
         self.served_bytes = 0
         self._pullers = ThreadPoolExecutor(PULL_THREADS, thread_name_prefix="raydf-pull")
+        self._lenders: dict[tuple[str, str], Any] = {}  # (job, holder id) -> its handle
 
     def __repr__(self) -> str:
         done = sum(a.complete for a in self._tasks.values())
@@ -140,10 +121,10 @@ class PeerActor:
         dest_dir = node_path(dest) if dest else None  # "" = into the cache only (warm)
         if dest_dir is not None:
             for rel, text in aux or ():
-                _write_atomically(dest_dir / rel, text)
+                write_atomically(dest_dir / rel, text)
         have: dict[str, tuple[int, ...]] = {}
-        whole: list[_Assembly] = []  # every piece in, not yet verified (another job's)
-        cached: list[_Assembly] = []  # verified already: to place
+        whole: list[Assembly] = []  # every piece in, not yet verified (another job's)
+        cached: list[Assembly] = []  # verified already: to place
         with self._lock:
             self._jobs[job_id] = (dest_dir, [t.task_id for t in tasks])
             for task in tasks:
@@ -190,41 +171,46 @@ class PeerActor:
                 self._job_epochs.setdefault(job_id, epoch)
         return Holdings(have)
 
-    def _open(self, task: TaskSpec, *, receive: bool = True) -> _Assembly | None:
+    def _open(self, task: TaskSpec, *, receive: bool = True) -> Assembly | None:
         blob = self.cache.blob(task.file)
         if blob is not None:
             fd = os.open(blob, os.O_RDONLY)
-            asm = _Assembly(task, blob, fd, have=set(range(task.num_pieces)), complete=True)
+            asm = Assembly(task, blob, fd, have=set(range(task.num_pieces)), complete=True)
         elif receive:
             partial = self.cache.new_partial(task.file)
-            asm = _Assembly(task, partial, os.open(partial, os.O_RDWR),
+            asm = Assembly(task, partial, os.open(partial, os.O_RDWR),
                             InOrderDigests(task.file, task.num_pieces))
         else:
             return None
         self._tasks[task.task_id] = asm
         return asm
 
-    def _place(self, asm: _Assembly, dest_dir: Path) -> None:
+    def _place(self, asm: Assembly, dest_dir: Path) -> None:
         for rel in asm.spec.paths:
             target = dest_dir / rel
             if not (target.exists() and os.path.samefile(target, asm.path)):
                 self.cache.place(asm.path, target)
         for link, pointee in asm.spec.links:
-            _symlink_atomically(dest_dir / link, pointee)
+            symlink_atomically(dest_dir / link, pointee)
 
     # -- receiving -------------------------------------------------------
 
     def pull_batch(self, batch: PullBatch) -> list[PullOutcome]:
         """Take every piece of ``batch`` (at once, each from its source); one
         outcome per pull, in order. Only a dead receiver fails the whole call."""
+        with self._lock:
+            for holder, handle in batch.lenders.items():
+                self._lenders[(batch.job_id, holder)] = handle
         futures = [self._pullers.submit(self._pull_one, batch.job_id, p) for p in batch.pulls]
         return [f.result() for f in futures]
 
     def _pull_one(self, job_id: str, pull: Pull) -> PullOutcome:
         try:
-            return self.pull(job_id, pull.task_id, pull.index, pull.crc, pull.source)
+            with self._lock:
+                source = self._lenders[(job_id, pull.source)]
+            return self.pull(job_id, pull.task_id, pull.index, pull.crc, source)
         except Exception as exc:  # the transfer failed; whose fault it is goes to blame
-            return PullFailed(_fault_of(exc), _describe(exc))
+            return PullFailed(fault_of(exc), describe(exc))
 
     def pull(
         self, job_id: str, task_id: str, index: int, crc: int | None, source: Any,
@@ -273,7 +259,7 @@ class PeerActor:
             return Received(nbytes, time.monotonic() - started, crc, file_done)
 
     def _fetch(
-        self, asm: _Assembly, digests: InOrderDigests, index: int, crc: int | None, source: Any,
+        self, asm: Assembly, digests: InOrderDigests, index: int, crc: int | None, source: Any,
     ) -> tuple[int, int] | SourceLost:
         """Bring piece ``index`` from ``source``, write, hash and pin it.
 
@@ -305,7 +291,7 @@ class PeerActor:
                 f"{self.node_id[:8]}; it will be taken from another holder"
             )
         os.pwrite(asm.fd, view, piece.start)
-        digests.add(index, view, lambda i: _read_piece(asm, i))
+        digests.add(index, view, lambda i: read_piece(asm, i))
         own = ray.put(array)  # our own copy: serves on even if the lender dies
         del view, array, ref
         with self._lock:
@@ -321,7 +307,7 @@ class PeerActor:
         metrics().piece_seconds.observe(time.monotonic() - started, tags=tags)
         return piece.length, expected
 
-    def _complete(self, asm: _Assembly) -> None:
+    def _complete(self, asm: Assembly) -> None:
         """Verify and place a file whose pieces are all in, once, whoever asks first;
         raise IntegrityError (again, for every caller) if it failed."""
         with asm.finishing:
@@ -330,7 +316,7 @@ class PeerActor:
             if not asm.complete:
                 self._finish(asm)
 
-    def _finish(self, asm: _Assembly) -> None:
+    def _finish(self, asm: Assembly) -> None:
         """Verify the whole file, move it into the cache, place it for every job."""
         assert asm.digests is not None
         try:
@@ -352,7 +338,7 @@ class PeerActor:
             if dest_dir is not None:
                 self._place_for(asm, job_id, dest_dir)
 
-    def _place_for(self, asm: _Assembly, job_id: str, dest_dir: Path) -> None:
+    def _place_for(self, asm: Assembly, job_id: str, dest_dir: Path) -> None:
         """Place a verified file for one job; a failure is that job's, on this node."""
         try:
             self._place(asm, dest_dir)
@@ -373,7 +359,7 @@ class PeerActor:
                 return
             old.busy += 1
             partial = self.cache.new_partial(old.spec.file)
-            fresh = _Assembly(old.spec, partial, os.open(partial, os.O_RDWR),
+            fresh = Assembly(old.spec, partial, os.open(partial, os.O_RDWR),
                               InOrderDigests(old.spec.file, old.spec.num_pieces),
                               jobs=set(old.jobs), reported=set(old.reported), fixed=dict(fixed))
             self._tasks[task_id] = fresh
@@ -383,9 +369,9 @@ class PeerActor:
             digests = fresh.digests
             assert digests is not None
             for index in keep:
-                data = _read_piece(old, index)
+                data = read_piece(old, index)
                 os.pwrite(fresh.fd, data, old.spec.piece(index).start)
-                digests.add(index, data, lambda i: _read_piece(fresh, i))
+                digests.add(index, data, lambda i: read_piece(fresh, i))
                 with self._lock:
                     fresh.have.add(index)
         finally:
@@ -409,7 +395,7 @@ class PeerActor:
                 self.served_bytes += pinned[2]
                 return Lent(pinned[0], pinned[1])
         with self._using(task_id) as asm:
-            data = _read_piece(asm, index)
+            data = read_piece(asm, index)
             crc = piece_crc(data)
             ref = ray.put(data.obj)
             with self._lock:
@@ -418,7 +404,7 @@ class PeerActor:
             return Lent(ref, crc)
 
     @contextmanager
-    def _using(self, task_id: str) -> Iterator[_Assembly]:
+    def _using(self, task_id: str) -> Iterator[Assembly]:
         """Hold a task's file open while a pull or lend uses it."""
         with self._lock:
             asm = self._tasks.get(task_id)
@@ -433,7 +419,7 @@ class PeerActor:
                 if asm.retired and asm.busy == 0:
                     self._close(asm)
 
-    def _retire(self, asm: _Assembly) -> None:
+    def _retire(self, asm: Assembly) -> None:
         """Forget a task (lock held); its file closes when the last user is done."""
         asm.retired = True
         if self._tasks.get(asm.spec.task_id) is asm:
@@ -441,7 +427,7 @@ class PeerActor:
         if asm.busy == 0:
             self._close(asm)
 
-    def _close(self, asm: _Assembly) -> None:
+    def _close(self, asm: Assembly) -> None:
         os.close(asm.fd)
         if not asm.complete:
             self.cache.discard(asm.path)
@@ -471,6 +457,8 @@ class PeerActor:
         with self._lock:
             _, task_ids = self._jobs.pop(job_id, (None, []))
             self._job_epochs.pop(job_id, None)
+            for key in [k for k in self._lenders if k[0] == job_id]:
+                del self._lenders[key]
             for task_id in task_ids:
                 asm = self._tasks.get(task_id)
                 if asm is None:
@@ -563,47 +551,6 @@ class PeerActor:
                 "jobs": sorted(self._jobs),
             }
 
-
-def _fault_of(exc: BaseException) -> Fault:
-    """Whose fault a failed pull was (see raydf.blame)."""
-    cause = getattr(exc, "cause", None)
-    exc = cause if isinstance(cause, BaseException) else exc
-    if isinstance(exc, IntegrityError):
-        return Fault.BAD_BYTES  # the sender's bytes failed the piece's CRC-32
-    if isinstance(exc, SenderFailed):
-        return Fault.SENDER
-    return Fault.OTHER
-
-
-def _describe(exc: BaseException) -> str:
-    """A one-line reason, without a remote traceback."""
-    cause = getattr(exc, "cause", None)
-    text = str(cause if isinstance(cause, BaseException) else exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
-
-
-def _read_piece(asm: _Assembly, index: int) -> memoryview:
-    """Piece ``index`` of ``asm``'s file, read from disk (an ``np.uint8`` array's view)."""
-    piece = asm.spec.piece(index)
-    buffer = np.empty(piece.length, dtype=np.uint8)
-    if piece.length and os.preadv(asm.fd, [buffer.data], piece.start) != piece.length:
-        raise IntegrityError(f"{asm.path} is shorter than piece {index}")
-    return buffer.data
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_sibling(path)
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def _symlink_atomically(path: Path, pointee: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Jobs placing the same link at once each use their own temporary name.
-    tmp = temp_sibling(path)
-    os.symlink(pointee, tmp)
-    os.replace(tmp, path)
 
 
 def _default_budget(node_id: str) -> int:

@@ -94,15 +94,20 @@ class Pull:
     task_id: str
     index: int
     crc: int | None  # None when the scheduler does not know it yet (the lender says)
-    source: Any  # the holder's lender handle (a peer or a seed)
+    source: str  # the holder's id in the plan (a node id, or the seed's id)
 
 
 @dataclass(frozen=True)
 class PullBatch:
-    """Every assignment one decision round gives one receiver, for one job."""
+    """Every assignment one decision round gives one receiver, for one job.
+
+    ``lenders``: the handles of the sources the receiver has not been told of
+    in this job (a handle is costly to send; the receiver keeps each one until
+    the job ends)."""
 
     job_id: str
     pulls: tuple[Pull, ...]
+    lenders: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

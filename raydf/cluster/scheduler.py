@@ -4,7 +4,8 @@ It keeps every job's :class:`~raydf.policy.PlanState`, asks the pure policy
 what to start next, and only then issues the ``.remote()`` calls the policy
 returned (decide first, then do I/O). It never touches bytes: seeds and peers
 move pieces through the object store; the scheduler moves decisions.
-An asyncio actor: each transfer in flight is one awaited call.
+An asyncio actor; running a job is :func:`raydf.cluster.driving.drive`:
+one awaited call per origin fetch and per batch of pulls into one peer.
 
 **Sharing.** Callers asking for the same thing at once (same URL, revision,
 filters, destination and token) share one job: the first *claims* the
@@ -27,57 +28,39 @@ import contextlib
 import dataclasses
 import time
 import uuid
-from collections import defaultdict
 from pathlib import PurePosixPath
 from typing import Any
 
 import ray
 
-from raydf.blame import Fault, Verdict
+from raydf.cluster.driving import drive
 from raydf.cluster.handles import PeerHandle, SeedHandle
-from raydf.cluster.job import Job, describe, error_type
+from raydf.cluster.job import Job, describe
 from raydf.cluster.metrics import log_event, metrics
 from raydf.cluster.placement import alive_nodes, seed_options
 from raydf.cluster.protocol import (
-    Fetched,
-    FileCorrupt,
-    FileUnplaced,
     JobSpec,
     JobStatus,
     PeerJoin,
-    Pull,
-    PullBatch,
-    PullFailed,
-    PullOutcome,
-    SourceLost,
-    Stale,
 )
 from raydf.cluster.seed import SeedActor
 from raydf.cluster.spec import TaskSpec
-from raydf.cluster.trust import apply_blame, apply_heals, fault_of
-from raydf.errors import DestinationBusy, IntegrityError, RaydfError
+from raydf.errors import DestinationBusy, RaydfError
 from raydf.plan import RepoPlan
-from raydf.policy import ORIGIN, Assignment, Limits, PlanState, decide
+from raydf.policy import Limits, PlanState
 from raydf.report import Report
-
-# What one awaited call carries: one origin fetch, or a batch of pulls into one
-# peer (None: an assignment a heal took back, whose outcome is not wanted).
-Calls = dict["asyncio.Future[Any]", list[Assignment | None]]
 
 __all__ = ["SchedulerActor"]
 
-SEED_COPIES = 2  # peers holding a piece before the seed lets it go
 KEEP_FINISHED_JOBS = 16
 CLAIM_TIMEOUT = 300.0  # a leader that never submits is presumed gone
 STANDBY_FETCHES = Limits().origin_fetches  # origin reads at once of the standby seed
-SEEDLESS_TIMEOUT = 600.0  # nothing moved for this long: give up rather than hang
 # A caller renews its lease with every status poll (twice a second); one that
 # stays silent this long is gone (kill -9, `ray job stop`, a dead replica) and
 # its nodes leave the job, unless another live caller waits for them.
 CALLER_LEASE = 10.0
 LEASE_CHECK_EVERY = 1.0
 NODE_DEATH_WAIT = 45.0  # Ray's health checks mark a dead node within ~30 s
-DRAIN_SECONDS = 10.0  # a cancelled job hands what it already read to the nodes, this long at most
 
 
 class SchedulerActor:
@@ -317,7 +300,7 @@ class SchedulerActor:
         try:
             await self._prepare(job, dict(job.peers))
             await self._enlist_holders(job)
-            await self._drive(job)
+            await drive(job)
         except RaydfError as err:
             job.error, job.error_type = str(err), type(err).__name__
         except Exception as exc:  # a bug or a Ray failure: report it, never hang
@@ -369,197 +352,6 @@ class SchedulerActor:
             if state.done(node):
                 job.complete_node(node)
 
-    async def _drive(self, job: Job) -> None:
-        state = job.state
-        assert state is not None
-        pending: Calls = {}
-        while True:
-            job.wake.clear()
-            pulls: dict[str, list[Assignment | None]] = defaultdict(list)
-            for a in decide(state):
-                if a.source == ORIGIN:
-                    if job.draining is not None:
-                        continue  # cancelled: not one more byte from the hub
-                    state.start(a)
-                    pending[asyncio.ensure_future(self._fetch(job, a))] = [a]
-                else:
-                    state.start(a)
-                    pulls[a.peer].append(a)
-            # One call per receiver for everything this round gives it.
-            for peer, batch in pulls.items():
-                pending[asyncio.ensure_future(self._pull(job, peer, batch))] = batch
-            metrics().active_transfers.set(sum(len(b) for b in pending.values()))
-            drained = job.draining is not None and (
-                not pending or time.monotonic() - job.draining > DRAIN_SECONDS)
-            if drained:
-                job.error = job.error or "cancelled by the caller"
-                for fut in pending:
-                    fut.cancel()
-                return
-            if not pending and job.seed is not None and not job.joining:
-                break
-            woken = asyncio.ensure_future(job.wake.wait())
-            timeout = DRAIN_SECONDS if job.draining is not None else SEEDLESS_TIMEOUT
-            done, _ = await asyncio.wait([*pending, woken], timeout=timeout,
-                                         return_when=asyncio.FIRST_COMPLETED)
-            woken.cancel()
-            if not done and job.draining is None:
-                job.error = "the seed was lost and no caller supplied a new one in time"
-                return
-            for fut in done:
-                if fut in pending:
-                    self._settle(job, pending.pop(fut), fut)
-            if job.healed:
-                await apply_heals(job, pending)
-            if job.error is not None:
-                for fut in pending:
-                    fut.cancel()
-                return
-            self._release_seed_pieces(job)
-        job.ending = True  # no more joiners: one now would never be driven
-        for node in job.peers:
-            if not job.node_event(node).is_set():
-                job.fail_node(node, "some pieces had no holder left and the origin could not "
-                                    "supply them")
-
-    async def _fetch(self, job: Job, a: Assignment) -> Fetched:
-        assert job.seed is not None
-        return await job.seed.fetch(*a.piece)
-
-    async def _pull(self, job: Job, peer: str, batch: list[Assignment | None]
-                    ) -> list[PullOutcome]:
-        pulls = []
-        for a in batch:
-            assert a is not None
-            source = job.seed if a.source == job.seed_id else job.actor(a.source)
-            pulls.append(Pull(a.piece[0], a.piece[1], job.crc.get(a.piece), source))
-        return await job.peers[peer].pull_batch(PullBatch(job.job_id, tuple(pulls)))
-
-    def _settle(self, job: Job, batch: list[Assignment | None], fut: asyncio.Future[Any]
-                ) -> None:
-        """Fold one finished call (an origin fetch, or a batch of pulls) into the state."""
-        try:
-            results = fut.result()
-        except Exception as exc:  # the callee died or could not be reached
-            for a in batch:
-                if a is not None:
-                    self._failed(job, a, exc)
-            return
-        if isinstance(results, Fetched):
-            assert batch[0] is not None
-            self._fetched(job, batch[0], results)
-            return
-        for a, outcome in zip(batch, results, strict=True):
-            if a is not None:
-                self._pulled(job, a, outcome)
-
-    def _fetched(self, job: Job, a: Assignment, result: Fetched) -> None:
-        state = job.state
-        assert state is not None
-        if result.healed:
-            job.healed.append((a.piece[0], result.healed))
-        job.crc[a.piece] = result.crc
-        job.seed_held.add(a.piece)
-        job.origin_bytes += result.origin_bytes
-        job.seed_requests[a.peer] = result.origin_requests
-        job.seed_hub_requests[a.peer] = result.hub_requests
-        job.origin_times.append((time.time(), *a.piece))
-        state.finish(a)
-        job.blame.delivered(a.peer)
-
-    def _pulled(self, job: Job, a: Assignment, result: PullOutcome) -> None:
-        """Fold one pull's outcome into the state."""
-        state = job.state
-        assert state is not None
-        if a.peer in job.node_error and job.draining is None:
-            return  # the receiver already failed and left the plan
-        if isinstance(result, Stale):  # it went into an assembly a heal replaced: again
-            state.fail(a)
-            return
-        if isinstance(result, SourceLost):
-            if a.source == job.seed_id:
-                self._lose_seed(job)
-            else:
-                job.fail_node(a.source, f"node lost ({result.error})")
-                state.remove_holder(a.source)
-                state.fail(a)
-            return
-        if isinstance(result, PullFailed):
-            if a.peer in job.node_error:
-                return
-            state.fail(a)
-            verdict = job.blame.failed(a.source, a.peer, a.piece, result.fault)
-            self._blamed(job, a, verdict, result.reason)
-            return
-        if isinstance(result, (FileCorrupt, FileUnplaced)):
-            state.finish(a)
-            job.blame.delivered(a.source)
-            job.fail_node(a.peer, result.reason, 4 if isinstance(result, FileCorrupt) else 5)
-            state.remove_holder(a.peer)
-            return
-        if result.crc is not None:  # None: the peer had it already (another job brought it)
-            job.crc.setdefault(a.piece, result.crc)
-        state.finish(a)
-        job.blame.delivered(a.source)
-        job.record_transfer(a, result.bytes, result.file_done)
-        if state.done(a.peer):
-            job.complete_node(a.peer)
-
-    def _failed(self, job: Job, a: Assignment, exc: BaseException) -> None:
-        state = job.state
-        assert state is not None
-        passing = isinstance(exc, ray.exceptions.ActorUnavailableError)
-        if a.source == ORIGIN:  # the callee was the seed itself
-            if passing:  # a hiccup, not a death: fetch again, the seed blamed
-                state.fail(a)
-                self._blamed(job, a, job.blame.failed(a.peer, a.peer, a.piece, Fault.SENDER),
-                             describe(exc))
-                return
-            if isinstance(exc, ray.exceptions.RayActorError):
-                # The seed died: its pieces are gone, a caller supplies a new one.
-                self._lose_seed(job)
-                return
-            cause = getattr(exc, "cause", None) or exc
-            if isinstance(cause, IntegrityError):
-                # The origin kept sending bad bytes for this file, read again
-                # already: nobody gets it, the other files still complete.
-                state.fail(a)
-                job.corrupt.setdefault(a.piece[0], str(cause))
-                state.abandon(a.piece[0])
-                for node in job.peers:
-                    if node not in job.node_error and state.done(node):
-                        job.complete_node(node)  # reported failed, naming the file
-                return
-            # The seed retried with backoff already: the origin is not delivering.
-            job.error, job.error_type = describe(exc), error_type(exc)
-            return
-        if a.peer in job.node_error:
-            return
-        if isinstance(exc, ray.exceptions.RayActorError) and not passing:
-            job.fail_node(a.peer, f"node lost ({type(exc).__name__})")
-            state.remove_holder(a.peer)
-            return
-        state.fail(a)
-        verdict = job.blame.failed(a.source, a.peer, a.piece, fault_of(exc))
-        self._blamed(job, a, verdict, describe(exc))
-
-    def _blamed(self, job: Job, a: Assignment, verdict: Verdict, reason: str) -> None:
-        apply_blame(job, a, verdict, reason, self._lose_seed)
-
-    def _lose_seed(self, job: Job) -> None:
-        state = job.state
-        assert state is not None
-        if job.seed is None:
-            return
-        job.seed_losses += 1
-        job.seed_held.clear()
-        state.remove_holder(job.seed_id)
-        # Given up on (dead, or failing): kill it so its token and pieces go too.
-        with contextlib.suppress(Exception):
-            job.seed.kill()
-        job.seed = None
-        job.changed()
-
     async def add_seed(self, job_id: str, seed: SeedHandle) -> bool:
         """A caller's replacement for a lost seed (only callers hold the token)."""
         job = self._jobs.get(job_id)
@@ -597,23 +389,6 @@ class SchedulerActor:
             for node in leaving:
                 job.state.remove_holder(node)
         job.wake.set()
-
-    def _release_seed_pieces(self, job: Job) -> None:
-        """Let the seed drop pieces enough peers hold (never one it is still sending)."""
-        state = job.state
-        assert state is not None
-        busy = {a.piece for a in state.in_flight() if a.source == job.seed_id}
-        release = []
-        # Only what the seed still holds, not every piece of the job: this runs
-        # after every finished transfer.
-        for piece in list(job.seed_held):
-            holders = state.holders(piece)
-            if piece not in busy and len(holders) - 1 >= min(SEED_COPIES, len(job.peers)):
-                state.drop_holding(job.seed_id, piece)
-                job.seed_held.discard(piece)
-                release.append(piece)
-        if release and job.seed is not None:
-            job.seed.release(release)
 
     async def _refresh_seed_requests(self, job: Job) -> None:
         """Ask the live seed how many origin requests it made (listing included)."""
