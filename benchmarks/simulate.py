@@ -10,12 +10,27 @@ the smaller of its source's upload share and its receiver's download share
 recomputed whenever a transfer starts or ends. After every finish the real
 :func:`raydf.policy.decide` says what starts next.
 
+**The control plane is charged** (:class:`ControlCost`), on one scheduler
+clock: every assignment the scheduler issues costs it ``decision_us`` and
+every finished transfer it folds in costs ``report_us``, one after the other
+(a transfer cannot start before the scheduler has had the time to decide it,
+and decisions queue behind each other), and every message between the
+scheduler and a node (the assignment, the report) takes ``latency_ms``. The
+per-delivery cost comes from ``benchmarks/control_plane.py`` (``--from-json``
+reads its output): it is the scheduler's CPU time per delivered piece, which
+covers deciding, issuing and settling it, so by default all of it is charged
+as ``decision_us``. With no cost and no latency the simulation is the
+uncharged one, event for event.
+
+Pieces are cut by the planner's rule (:func:`raydf.pieces.piece_length`, 32
+MiB for ~5 GiB shards) unless ``--piece`` gives one size.
+
 The result is compared with the Kumar-Ross lower bound for distributing F
 bytes to N nodes: ``max(F / min(u_origin, u_seed), F / d_min,
 N * F / (u_seed + sum(u_i)))``. (The first term is ``F / u_origin`` as usual;
 the seed's upload only matters when it is slower than the origin.)
 
-    python benchmarks/simulate.py --nodes 200,1000 --size 100GiB --piece 64MiB --json out.json
+    python benchmarks/simulate.py --nodes 200,1000 --size 130GB --decision-us 1240,30 --json out.json
 """
 
 from __future__ import annotations
@@ -36,14 +51,35 @@ if __package__ in (None, ""):  # run as a script: make `raydf` importable from t
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from raydf.comparison import parse_size
+from raydf.pieces import piece_length
 from raydf.policy import ORIGIN, Assignment, Limits, PlanState, decide
 
-__all__ = ["Result", "main", "model_repo", "parse_size", "simulate"]
+__all__ = ["ControlCost", "Result", "main", "model_repo", "parse_size", "simulate"]
 
 SEED = "seed"
 GB = 10**9
-def model_repo(size: int) -> dict[str, int]:
-    """A model-like repo of ``size`` bytes: a few ~5 GiB shards plus the usual small files."""
+SHARD = 5 * 2**30
+# Scheduler CPU per delivery of the protocol of raydf.cluster before issue 16,
+# measured by benchmarks/control_plane.py at K = 256 (README, Benchmarks).
+OLD_PATH_US = 1240.0
+TARGET_US = 30.0  # the goal for the same figure
+
+
+@dataclass(frozen=True)
+class ControlCost:
+    """What the control plane charges, on one scheduler clock (see the module docstring)."""
+
+    decision_us: float = 0.0  # scheduler time per assignment it issues
+    report_us: float = 0.0  # scheduler time per finished transfer it folds in
+    latency_ms: float = 0.0  # one way, per message between the scheduler and a node or seed
+
+    def __post_init__(self) -> None:
+        if min(self.decision_us, self.report_us, self.latency_ms) < 0:
+            raise ValueError(f"control-plane costs must be >= 0: {self}")
+
+
+def model_repo(size: int, shard: int = SHARD) -> dict[str, int]:
+    """A model-like repo of ``size`` bytes: shards of about ``shard`` bytes plus the usual small files."""
     small = {
         "config.json": 1_000,
         "generation_config.json": 200,
@@ -55,7 +91,7 @@ def model_repo(size: int) -> dict[str, int]:
     if size < 2 * sum(small.values()):
         return {"model.safetensors": size}
     weights = size - sum(small.values())
-    shards = max(1, round(weights / (5 * 2**30)))
+    shards = max(1, round(weights / shard))
     files = {}
     for i in range(shards):  # equal shards, the remainder spread over the first ones
         name = f"model-{i + 1:05d}-of-{shards:05d}.safetensors"
@@ -69,7 +105,7 @@ class Result:
 
     nodes: int
     repo_bytes: int
-    piece_bytes: int
+    piece_bytes: int  # the largest piece (pieces are cut per file by the planner's rule)
     seconds: float  # until the last node has everything
     bound: float  # Kumar-Ross lower bound
     origin_bytes: int
@@ -82,6 +118,9 @@ class Result:
     decide_median_us: float  # one decide(): other load on the machine barely moves it
     wall_seconds: float
     node_seconds: list[float] = field(default_factory=list, repr=False)
+    pieces: int = 0
+    cost: ControlCost = field(default_factory=ControlCost)
+    scheduler_seconds: float = 0.0  # scheduler time charged, in all
 
     @property
     def ratio(self) -> float:
@@ -92,7 +131,7 @@ class Result:
 class _Flow:
     """A transfer in progress: bytes left, current rate, and since when."""
 
-    __slots__ = ("a", "dst", "left", "n", "rate", "since", "src", "version")
+    __slots__ = ("a", "dst", "ended", "left", "n", "rate", "since", "src", "version")
 
     def __init__(self, n: int, a: Assignment, size: int, now: float) -> None:
         self.n = n  # creation order: ties go by it, so that runs repeat exactly
@@ -103,12 +142,17 @@ class _Flow:
         self.rate = 0.0
         self.since = now
         self.version = 0
+        self.ended = now  # when its last byte arrived
+
+
+_START = -2  # heap tag: the assignment reached its node, the bytes start moving
+_REPORT = -1  # heap tag: the node's report reached the scheduler
 
 
 def simulate(
     nodes: int,
     size: int,
-    piece: int,
+    piece: int | None = None,
     *,
     origin_bw: float = 1 * GB,
     seed_up: float = 12.5 * GB,
@@ -117,11 +161,14 @@ def simulate(
     limits: Limits = Limits(),
     files: dict[str, int] | None = None,
     rng_seed: int = 0,
+    cost: ControlCost = ControlCost(),
 ) -> Result:
     """Simulate one fan-out of ``size`` bytes (``files`` or :func:`model_repo`) to ``nodes`` nodes.
 
-    Bandwidths are bytes per second; ``up`` and ``down`` are (low, high)
-    ranges each node's bandwidth is drawn from, uniformly, with ``rng_seed``.
+    ``piece``: one piece size for every file; None cuts each file by the
+    planner's rule. Bandwidths are bytes per second; ``up`` and ``down`` are
+    (low, high) ranges each node's bandwidth is drawn from, uniformly, with
+    ``rng_seed``. ``cost``: what the control plane charges (none by default).
     """
     files = files if files is not None else model_repo(size)
     size = sum(files.values())
@@ -136,19 +183,27 @@ def simulate(
         nodes * size / (seed_up + sum(up_cap[p] for p in peers)),
     )
 
-    tasks = {name: max(1, math.ceil(n / piece)) for name, n in files.items()}
+    cut = {name: piece or piece_length(n) for name, n in files.items()}
+    tasks = {name: max(1, math.ceil(n / cut[name])) for name, n in files.items()}
     state = PlanState(tasks, [SEED], limits)
     for p in peers:
         state.add_peer(p, tasks)
 
     def piece_size(pid: tuple[str, int]) -> int:
-        return min(piece, files[pid[0]] - pid[1] * piece)  # an empty file is one empty piece
+        step = cut[pid[0]]
+        return min(step, files[pid[0]] - pid[1] * step)  # an empty file is one empty piece
 
     out_of: dict[str, set[_Flow]] = {name: set() for name in up_cap}
     into: dict[str, set[_Flow]] = {p: set() for p in peers}
+    # (time, flow, version or _START / _REPORT, flow): a flow's bytes end, it starts
+    # (the assignment reached its node), or its report reaches the scheduler.
     heap: list[tuple[float, int, int, _Flow]] = []
     started = 0
     now = 0.0
+    busy_until = 0.0  # the scheduler clock: when it is free to do the next thing
+    charged = 0.0
+    decision, report = cost.decision_us / 1e6, cost.report_us / 1e6
+    latency = cost.latency_ms / 1e3
     node_done: dict[str, float] = {}
     origin_bytes = p2p_bytes = seed_bytes = transfers = 0
     decide_times: list[float] = []
@@ -167,31 +222,57 @@ def simulate(
                 f.version += 1
                 heapq.heappush(heap, (now + max(f.left, 0.0) / rate, f.n, f.version, f))
 
+    def begin(f: _Flow) -> None:
+        f.since = now
+        out_of[f.src].add(f)
+        if f.dst in into:
+            into[f.dst].add(f)
+
     def issue() -> set[str]:
-        nonlocal started
+        """Decide, and charge each assignment on the scheduler clock; the endpoints
+        of the transfers that start right now (only when nothing is charged)."""
+        nonlocal started, busy_until, charged
         t0 = time.perf_counter()
         todo = decide(state)
         decide_times.append(time.perf_counter() - t0)
+        ends: set[str] = set()
         for a in todo:
             state.start(a)
             started += 1
             f = _Flow(started, a, piece_size(a.piece), now)
-            out_of[f.src].add(f)
-            if f.dst in into:
-                into[f.dst].add(f)
-        return {e for a in todo for e in (a.source, a.peer)}
+            busy_until += decision
+            charged += decision
+            if busy_until + latency <= now:  # free and instant: it starts now
+                begin(f)
+                ends.update((a.source, a.peer))
+            else:
+                heapq.heappush(heap, (busy_until + latency, f.n, _START, f))
+        return ends
 
     retime(issue())
     while not state.all_done():
         if not heap:
             raise RuntimeError(f"simulation stuck at t={now:.3f}s: {state!r}")
         t, _, version, f = heapq.heappop(heap)
-        if version != f.version:
-            continue  # superseded by a later rate change
-        now = t
-        out_of[f.src].discard(f)
-        if f.dst in into:
-            into[f.dst].discard(f)
+        if version == _START:
+            now = t
+            begin(f)
+            retime({f.src, f.dst})
+            continue
+        if version >= 0:  # its bytes end (unless superseded by a later rate change)
+            if version != f.version:
+                continue
+            now = f.ended = t
+            out_of[f.src].discard(f)
+            if f.dst in into:
+                into[f.dst].discard(f)
+            if latency:
+                heapq.heappush(heap, (now + latency, f.n, _REPORT, f))
+                retime({f.src, f.dst})
+                continue
+        now = t  # the scheduler hears of it: it folds it in when it is free
+        busy_until = max(busy_until, now) + report
+        charged += report
         state.finish(f.a)
         transfers += 1
         n = piece_size(f.a.piece)
@@ -201,15 +282,15 @@ def simulate(
             p2p_bytes += n
             seed_bytes += n if f.src == SEED else 0
             if f.dst not in node_done and state.done(f.dst):
-                node_done[f.dst] = now
+                node_done[f.dst] = f.ended  # its bytes are all there
         retime(issue() | {f.src, f.dst})
 
     times = sorted(node_done.values())
     return Result(
         nodes=nodes,
         repo_bytes=size,
-        piece_bytes=piece,
-        seconds=now,
+        piece_bytes=max(cut.values()),
+        seconds=times[-1] if times else now,
         bound=bound,
         origin_bytes=origin_bytes,
         p2p_bytes=p2p_bytes,
@@ -221,6 +302,9 @@ def simulate(
         decide_median_us=1e6 * statistics.median(decide_times),
         wall_seconds=time.perf_counter() - wall,
         node_seconds=times,
+        pieces=sum(tasks.values()),
+        cost=cost,
+        scheduler_seconds=charged,
     )
 
 
@@ -229,47 +313,74 @@ def _range(text: str) -> tuple[float, float]:
     return float(parse_size(lo)), float(parse_size(hi or lo))
 
 
+def measured_costs(path: Path) -> dict[str, float]:
+    """Scheduler CPU us per delivery from a ``benchmarks/control_plane.py --json``
+    file: per protocol, the figure at its largest K."""
+    best: dict[str, tuple[int, float]] = {}
+    for row in json.loads(path.read_text())["results"]:
+        if row["nodes"] >= best.get(row["protocol"], (-1, 0.0))[0]:
+            best[row["protocol"]] = (row["nodes"], row["cpu_us_per_delivery"])
+    return {name: us for name, (_, us) in best.items()}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI: print a table of simulated fan-outs; ``--json`` also writes every result."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--nodes", default="200,1000", help="comma-separated node counts")
-    ap.add_argument("--size", default="100GiB", help="repo size")
-    ap.add_argument("--piece", default="64MiB", help="piece size")
+    ap.add_argument("--size", default="130GB", help="repo size")
+    ap.add_argument("--shard", default="5GiB", help="shard size of the model-like repo")
+    ap.add_argument("--piece", default="planner",
+                    help="piece size, or 'planner': each file cut by raydf.pieces.piece_length")
     ap.add_argument("--origin", default="1GB", help="origin bandwidth per second, shared")
     ap.add_argument("--seed-up", default="12.5GB", help="seed upload per second")
     ap.add_argument("--up", default="1.25GB:12.5GB", help="node upload range LOW:HIGH per second")
     ap.add_argument("--down", default="1.25GB:12.5GB", help="node download range LOW:HIGH")
     ap.add_argument("--rng", type=int, default=0, help="random seed for node bandwidths")
+    ap.add_argument("--decision-us", default=f"{OLD_PATH_US:g}",
+                    help="comma-separated scheduler us per assignment to simulate with (default: "
+                         "the old path's measured CPU per delivery; 0: the control plane is free)")
+    ap.add_argument("--from-json", type=Path,
+                    help="also each protocol's CPU us per delivery from control_plane.py --json")
+    ap.add_argument("--report-us", type=float, default=0.0, help="scheduler us per report")
+    ap.add_argument("--latency-ms", type=float, default=0.0, help="one way, per message")
     ap.add_argument("--json", type=Path, help="write the results here")
     args = ap.parse_args(argv)
 
+    costs = [(f"{float(x):g}", float(x)) for x in args.decision_us.split(",") if x.strip()]
+    if args.from_json:
+        costs += [(f"{us:.1f} ({name})", us) for name, us in measured_costs(args.from_json).items()]
+    piece = None if args.piece == "planner" else parse_size(args.piece)
+    files = model_repo(parse_size(args.size), parse_size(args.shard))
     rows = []
     print(
-        f"{'nodes':>6} {'time s':>9} {'bound s':>9} {'ratio':>6} {'origin/repo':>11} "
-        f"{'seed share':>10} {'decide us':>9} {'(mean)':>8} {'wall s':>7}"
+        f"{'nodes':>6} {'decision us':>14} {'pieces':>6} {'time s':>9} {'bound s':>9} {'ratio':>6} "
+        f"{'origin/repo':>11} {'seed share':>10} {'sched busy':>10} {'decide us':>9} {'wall s':>7}"
     )
     for n in (int(x) for x in args.nodes.split(",")):
-        r = simulate(
-            n,
-            parse_size(args.size),
-            parse_size(args.piece),
-            origin_bw=parse_size(args.origin),
-            seed_up=parse_size(args.seed_up),
-            up=_range(args.up),
-            down=_range(args.down),
-            rng_seed=args.rng,
-        )
-        print(
-            f"{r.nodes:>6} {r.seconds:>9.1f} {r.bound:>9.1f} {r.ratio:>6.3f} "
-            f"{r.origin_bytes / r.repo_bytes:>11.3f} {r.seed_upload_bytes / r.p2p_bytes:>10.4f} "
-            f"{r.decide_median_us:>9.1f} {1e6 * r.decide_seconds / r.decide_calls:>8.1f} "
-            f"{r.wall_seconds:>7.1f}",
-            flush=True,
-        )
-        rows.append({**asdict(r), "ratio": r.ratio})
+        for label, us in costs:
+            r = simulate(
+                n,
+                sum(files.values()),
+                piece,
+                origin_bw=parse_size(args.origin),
+                seed_up=parse_size(args.seed_up),
+                up=_range(args.up),
+                down=_range(args.down),
+                files=files,
+                rng_seed=args.rng,
+                cost=ControlCost(us, args.report_us, args.latency_ms),
+            )
+            print(
+                f"{r.nodes:>6} {label:>14} {r.pieces:>6} {r.seconds:>9.1f} {r.bound:>9.1f} "
+                f"{r.ratio:>6.3f} {r.origin_bytes / r.repo_bytes:>11.3f} "
+                f"{r.seed_upload_bytes / r.p2p_bytes:>10.4f} {r.scheduler_seconds / r.seconds:>10.1%} "
+                f"{r.decide_median_us:>9.1f} {r.wall_seconds:>7.1f}",
+                flush=True,
+            )
+            rows.append({**asdict(r), "ratio": r.ratio})
     if args.json:
         args.json.write_text(
-            json.dumps({"args": vars(args) | {"json": str(args.json)}, "results": rows}, indent=2)
+            json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "results": rows}, indent=2)
         )
     return 0
 

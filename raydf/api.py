@@ -6,7 +6,7 @@ import contextlib
 import time
 import uuid
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING
 
 from raydf.backends.base import hub_requests
 from raydf.cache import NodeCache, node_path
@@ -18,9 +18,13 @@ from raydf.policy import Limits
 from raydf.progress import ProgressBar
 from raydf.report import NodeReport, Report
 
+if TYPE_CHECKING:
+    from raydf.cluster.handles import SchedulerHandle
+
 __all__ = ["download_here", "fanout", "get", "run_fanout"]
 
-_POLL_SECONDS = 0.5
+_POLL_SECONDS = 0.5  # how often a caller with a progress bar redraws it
+_POLL_WAIT = 3.0  # a long-poll's longest wait (well inside the scheduler's CALLER_LEASE)
 
 
 def fanout(
@@ -110,6 +114,8 @@ def run_fanout(
     """
     import ray
 
+    from raydf.cluster.handles import PeerHandle
+    from raydf.cluster.protocol import JobSpec
     from raydf.cluster.service import (
         existing_peers,
         fingerprint,
@@ -122,7 +128,7 @@ def run_fanout(
     from raydf.layout import hf_cache_layout
 
     limits = limits or Limits()
-    peers = {node: peer_for(node) for node in nodes}
+    peers = {node: PeerHandle(peer_for(node)) for node in nodes}
     sched = scheduler()
     key = fingerprint(request) + ("" if place else ":cache-only")
     # This call's lease on the job: renewed by every status poll, so the job
@@ -130,26 +136,29 @@ def run_fanout(
     caller = uuid.uuid4().hex
     dest = str(request.dest_dir if request.recursive else request.dest) if place else ""
     while True:
-        running = ray.get(sched.claim.remote(key, dest, nodes, request.url))
+        running = ray.get(sched.claim(key, dest, nodes, request.url))
         if running is None:
             break
-        if ray.get(sched.join.remote(running, peers, caller)):
+        if ray.get(sched.join(running, peers, caller)):
             return _await_report(sched, running, nodes, request, limits, progress, caller)
     job = uuid.uuid4().hex[:12]
     submitted = False
     seed = None
     try:
         seed = seed_for(sched, request, limits.origin_fetches)
-        plan = ray.get(seed.plan.remote())
+        plan = ray.get(seed.plan())
         tasks = tasks_of(plan)
-        ray.get(seed.add_tasks.remote(tasks))
+        ray.get(seed.add_tasks(tasks))
         aux: list[tuple[str, str]] = []
         if request.layout == "hf-cache":
             revision = request.backend_options.revision or "main"
             tasks, aux = hf_cache_layout(plan, tasks, request.source, revision)
-        folder = str(request.dest_dir) if place else ""
-        submitting = sched.submit.remote(plan, tasks, seed, peers, folder, limits,
-                                         memory_budget, key, existing_peers(), aux, job, caller)
+        spec = JobSpec(job_id=job, plan=plan, tasks=tuple(tasks),
+                       dest=str(request.dest_dir) if place else "", limits=limits,
+                       memory_budget=memory_budget, fingerprint=key, aux=tuple(aux),
+                       caller=caller)
+        holders = {n: PeerHandle(p) for n, p in existing_peers().items()}
+        submitting = sched.submit(spec, seed, peers, holders)
         submitted = True  # from here the scheduler owns the seed
         ray.get(submitting)
     except BaseException as exc:
@@ -157,10 +166,10 @@ def run_fanout(
             # Ctrl-C (or an error) while the job was being submitted: calls to
             # the scheduler run in order, so this cancel follows the submit.
             with contextlib.suppress(Exception):
-                ray.get(sched.cancel.remote(job, nodes, caller))
+                ray.get(sched.cancel(job, nodes, caller))
         elif seed is not None:
-            ray.kill(seed)
-        ray.get(sched.release.remote(key))
+            seed.kill()
+        ray.get(sched.release(key))
         if isinstance(exc, Exception):
             raise unwrap(exc) from None
         raise
@@ -169,43 +178,59 @@ def run_fanout(
 
 
 def _await_report(
-    sched: Any, job: str, nodes: list[str], request: Request, limits: Limits, progress: bool,
-    caller: str,
+    sched: SchedulerHandle, job: str, nodes: list[str], request: Request, limits: Limits,
+    progress: bool, caller: str,
 ) -> Report:
-    """Wait for ``nodes`` of ``job``: draw progress, replace a lost seed, cancel on Ctrl-C."""
+    """Wait for ``nodes`` of ``job``: draw progress, replace a lost seed, cancel on Ctrl-C.
+
+    The status is a long-poll scoped to ``nodes``: it answers at once when
+    something changed that this caller must act on (a lost seed), else after
+    ``_POLL_WAIT`` (``_POLL_SECONDS`` with a progress bar), so an idle caller
+    costs the scheduler one call every few seconds, which also renews its lease.
+    """
     import ray
 
     from raydf.cluster.service import seed_for
 
     bar: ProgressBar | None = None
+    wait_s = _POLL_SECONDS if progress else _POLL_WAIT
     try:
-        waiting = sched.wait.remote(job, nodes)
+        waiting = sched.wait(job, nodes)
+        seen = -1
+        polling = sched.poll(job, caller, nodes, seen, 0.0)
         while True:
             try:
-                if ray.wait([waiting], timeout=_POLL_SECONDS)[0]:
+                if ray.wait([waiting], timeout=0)[0]:
                     report: Report = ray.get(waiting)
                     return report
-                status = ray.get(sched.status.remote(job, caller, nodes))
+                if not ray.wait([waiting, polling], timeout=_POLL_SECONDS)[0]:
+                    continue
+                if not ray.wait([polling], timeout=0)[0]:
+                    continue  # the report is ready: returned above
+                status = ray.get(polling)
             except ray.exceptions.ActorUnavailableError:
                 # A passing hiccup (e.g. a node of the cluster just went away):
                 # the scheduler is alive; ask again.
-                waiting = sched.wait.remote(job, nodes)
+                waiting = sched.wait(job, nodes)
+                polling = sched.poll(job, caller, nodes, seen, 0.0)
                 continue
-            if status["needs_seed"]:
+            seen = status.version
+            polling = sched.poll(job, caller, nodes, seen, wait_s)
+            if status.needs_seed:
                 # Only callers hold the token, so a caller makes the replacement.
                 seed = seed_for(sched, request, limits.origin_fetches)
-                ray.get(seed.adopt.remote(*ray.get(sched.job_plan.remote(job))))
-                ray.get(sched.add_seed.remote(job, seed))
+                ray.get(seed.adopt(*ray.get(sched.job_plan(job))))
+                ray.get(sched.add_seed(job, seed))
             if progress:
-                bar = bar or ProgressBar(status["bytes"] * len(nodes), request.source.name)
+                bar = bar or ProgressBar(status.bytes * len(nodes), request.source.name)
                 # Per node: the slowest node's share, and how many are complete.
-                shares = [status["received"].get(n, 0) / max(status["bytes"], 1) for n in nodes]
-                complete = sum(status["nodes"].get(n, 0) >= status["bytes"] for n in nodes)
-                bar.set(sum(status["received"].get(n, 0) for n in nodes),
+                shares = [status.received.get(n, 0) / max(status.bytes, 1) for n in nodes]
+                complete = sum(status.nodes.get(n, 0) >= status.bytes for n in nodes)
+                bar.set(sum(status.received.get(n, 0) for n in nodes),
                         f"{request.source.name} | slowest node {min(shares):.0%} | "
                         f"{complete}/{len(nodes)} nodes done")
     except KeyboardInterrupt:
-        ray.get(sched.cancel.remote(job, nodes, caller))
+        ray.get(sched.cancel(job, nodes, caller))
         raise
     except ray.exceptions.ActorDiedError as exc:
         raise FanoutError(

@@ -219,9 +219,9 @@ def _wait_for_standby_seed() -> None:
 
     from raydf.cluster.service import scheduler
 
-    seed = ray.get(scheduler().standby_seed.remote())
+    seed = ray.get(scheduler().standby_seed())
     if seed is not None:
-        ray.get(seed.stats.remote())
+        ray.get(seed.counts())
 
 
 def measure(bench: Bench, mode: str, runner: Runner, count: int) -> Run:

@@ -337,6 +337,10 @@ class PlanState:
         """Who can serve ``piece`` now."""
         return frozenset(self._names[h] for h in self._holders[self._gid(piece)])
 
+    def copies(self, piece: PieceId) -> int:
+        """How many holders can serve ``piece`` now."""
+        return len(self._holders[self._gid(piece)])
+
     def in_flight(self) -> frozenset[Assignment]:
         """Transfers and origin fetches started and not yet finished or failed."""
         return frozenset(self._flight)
@@ -519,11 +523,22 @@ class PlanState:
     def _match_peers(self, draft: _Draft) -> None:
         """Peers that got a slot back or a new need take their rarest pieces, laggards first."""
         hungry = [p for p in self._dirty_peers if p in self._hungry]
+        free = list(self._free_up)
+        servable: set[int] | None = None  # what the holders in ``free`` hold
         for p in sorted(hungry, key=lambda p: (-self._hungry[p], p)):
+            # Holders this draft filled cannot serve: once none is left, no peer
+            # can take anything (stop, instead of scanning every peer's needs).
+            still = [h for h in free if draft.up_free(h) > 0]
+            if not still:
+                break
+            if len(still) < len(free):
+                free, servable = still, None
             slots = draft.down_free(p)
             wanted = self._need[p]
-            if 4 * len(self._free_up) < len(wanted):  # few free holders: only their pieces can come
-                wanted = set().union(*(self._holds[h] & wanted for h in self._free_up))
+            if 4 * len(free) < len(wanted):  # few free holders: only their pieces can come
+                if servable is None:
+                    servable = set().union(*(self._holds[h] for h in free))
+                wanted = wanted & servable
             for g in _rarest(draft, wanted, []):
                 h = self._source(g, draft)
                 if h is not None:

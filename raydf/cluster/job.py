@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
 
 from raydf.blame import Blame
+from raydf.cluster.handles import PeerHandle, SeedHandle
 from raydf.cluster.spec import TaskSpec
 from raydf.errors import RaydfError, exit_code
 from raydf.plan import RepoPlan
@@ -26,8 +27,8 @@ class Job:
     plan: RepoPlan
     tasks: dict[str, TaskSpec]
     seed_id: str
-    seed: Any  # None while the job waits for a replacement of a lost seed
-    peers: dict[str, Any]  # node id -> PeerActor handle of the target nodes
+    seed: SeedHandle | None  # None while the job waits for a replacement of a lost seed
+    peers: dict[str, PeerHandle]  # node id -> the peer of each target node
     dest: str
     limits: Limits
     budget: int | None
@@ -64,16 +65,32 @@ class Job:
     leases: dict[str, tuple[frozenset[str], float]] = field(default_factory=dict)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     runner: asyncio.Task[None] | None = None
-    holders: dict[str, Any] = field(default_factory=dict)  # serve from cache only
+    holders: dict[str, PeerHandle] = field(default_factory=dict)  # serve from cache only
+    introduced: set[tuple[str, str]] = field(default_factory=set)  # (receiver, holder) it knows
     aux: list[tuple[str, str]] = field(default_factory=list)  # layout files, e.g. HF refs
     _events: dict[str, asyncio.Event] = field(default_factory=dict)
+    version: int = 0  # grows when a node completes or fails, the seed is lost or back
+    _changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def changed(self) -> None:
+        """Something a waiting caller must hear about happened: wake its long-poll."""
+        self.version += 1
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def wait_change(self, seen: int, timeout: float) -> None:
+        """Return once ``version`` is past ``seen``, the job closed, or after ``timeout`` s."""
+        if self.version > seen or self.closed or timeout <= 0:
+            return
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._changed.wait(), timeout)
 
     def renew(self, caller: str, nodes: list[str]) -> None:
         """``caller`` (waiting for ``nodes``) is alive now."""
         known = self.leases.get(caller, (frozenset(), 0.0))[0]
         self.leases[caller] = (known | frozenset(nodes), time.monotonic())
 
-    def actor(self, node: str) -> Any:
+    def actor(self, node: str) -> PeerHandle:
         """The PeerActor of ``node``, a target or a serving-only holder."""
         return self.peers.get(node) or self.holders[node]
 
@@ -88,6 +105,7 @@ class Job:
         if node not in self.node_done:
             self.node_done[node] = time.monotonic() - self.started
         self.node_event(node).set()
+        self.changed()
 
     def reopen_node(self, node: str) -> None:
         """``node`` must take a file again (its verified copy was bad): not done yet."""
@@ -99,6 +117,7 @@ class Job:
         self.peers.pop(node, None)
         self.node_skipped[node] = reason
         self.node_event(node).set()
+        self.changed()
 
     def fail_node(self, node: str, reason: str | BaseException, code: int = 1) -> None:
         """``node`` failed: ``reason`` is a line or the error (its exit code then
@@ -111,6 +130,7 @@ class Job:
             self.node_error[node] = reason
             self.node_code[node] = code
         self.node_event(node).set()
+        self.changed()
 
     def record_transfer(self, a: Assignment, nbytes: int, file_done: bool) -> None:
         self.received.append((time.time(), a.peer, a.piece[0], a.piece[1]))

@@ -24,19 +24,35 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import ray
 
-from raydf.cache import InOrderDigests, NodeCache, node_path, temp_sibling, verify_file
+from raydf.cache import InOrderDigests, NodeCache, node_path, verify_file
+from raydf.cluster.assembly import Assembly, read_piece, symlink_atomically, write_atomically
 from raydf.cluster.destination import destination_problem_here
+from raydf.cluster.job import describe
 from raydf.cluster.metrics import log_event, metrics
 from raydf.cluster.placement import NAMESPACE, SCHEDULER_NAME
+from raydf.cluster.protocol import (
+    FileCorrupt,
+    FileUnplaced,
+    Holdings,
+    Lent,
+    PeerJoin,
+    Pull,
+    PullBatch,
+    PullFailed,
+    PullOutcome,
+    Received,
+    SourceLost,
+    Stale,
+)
 from raydf.cluster.spec import TaskSpec
+from raydf.cluster.trust import fault_of
 from raydf.errors import IntegrityError, SenderFailed, StorageError
 from raydf.pieces import piece_crc
 
@@ -54,26 +70,7 @@ SERVE_THREADS = 16
 MAX_PARKED = 256
 LEND_TIMEOUT = 60.0  # s for a holder to answer a lend: past it, the holder is blamed
 PULL_TIMEOUT = 120.0  # s for a piece (<= 64 MiB) to arrive once lent
-
-
-@dataclass
-class _Assembly:
-    """One file content being assembled (or complete) on this node."""
-
-    spec: TaskSpec
-    path: Path
-    fd: int
-    digests: InOrderDigests | None = None  # None once complete
-    have: set[int] = field(default_factory=set)
-    complete: bool = False
-    jobs: set[str] = field(default_factory=set)
-    reported: set[str] = field(default_factory=set)  # jobs told the file is done
-    corrupt: str | None = None  # why the whole file failed verification
-    unplaced: dict[str, str] = field(default_factory=dict)  # job -> why it could not be placed
-    finishing: threading.Lock = field(default_factory=threading.Lock)
-    busy: int = 0  # pulls and lends using ``fd`` right now
-    retired: bool = False  # no job wants it: close ``fd`` once nobody uses it
-    fixed: dict[int, int] = field(default_factory=dict)  # healed piece -> its new CRC-32
+PULL_THREADS = 32  # pulls at once, over every batch of every job (4 per job by default)
 
 
 class PeerActor:
@@ -85,7 +82,7 @@ class PeerActor:
         self.cache.sweep_orphans()  # left by a peer that died on this node
         self._budget = memory_budget or _default_budget(node_id)
         self._lock = threading.Lock()
-        self._tasks: dict[str, _Assembly] = {}
+        self._tasks: dict[str, Assembly] = {}
         # job -> (dest dir, or None where this node only serves; task ids)
         self._jobs: dict[str, tuple[Path | None, list[str]]] = {}
         self._job_epochs: dict[str, str] = {}  # job -> the scheduler incarnation that runs it
@@ -93,6 +90,8 @@ class PeerActor:
         self._pinned_bytes = 0
         self.received_bytes = 0
         self.served_bytes = 0
+        self._pullers = ThreadPoolExecutor(PULL_THREADS, thread_name_prefix="raydf-pull")
+        self._lenders: dict[tuple[str, str], Any] = {}  # (job, holder id) -> its handle
 
     def __repr__(self) -> str:
         done = sum(a.complete for a in self._tasks.values())
@@ -102,20 +101,19 @@ class PeerActor:
 
     # -- joining a job ---------------------------------------------------
 
-    def prepare(
-        self, job_id: str, tasks: list[TaskSpec], dest: str, memory_budget: int | None = None,
-        aux: list[tuple[str, str]] | None = None, epoch: str = "",
-    ) -> dict[str, list[int]]:
+    def prepare(self, join: PeerJoin) -> Holdings:
         """Join a job: place what the cache has, open partials for the rest.
 
-        ``dest`` is the destination folder as the caller gave it (this node's
-        ``RAYDF_NODE_ROOT`` applies), or ``""`` to fill the cache only. ``aux``:
-        small ``(path, text)`` files of the layout (e.g. Hugging Face ``refs``).
-        ``epoch``: the scheduler incarnation running the job; jobs of an earlier
-        one (a scheduler that died) are dropped here, their pieces kept.
+        ``join.dest`` is the destination folder as the caller gave it (this
+        node's ``RAYDF_NODE_ROOT`` applies), or ``""`` to fill the cache only.
+        ``aux``: small ``(path, text)`` files of the layout (e.g. Hugging Face
+        ``refs``). ``epoch``: the scheduler incarnation running the job; jobs of
+        an earlier one (a scheduler that died) are dropped here, pieces kept.
 
         Returns, per task, the piece indices this node already holds.
         """
+        job_id, tasks, dest, memory_budget, aux, epoch = (
+            join.job_id, join.tasks, join.dest, join.memory_budget, join.aux, join.epoch)
         if memory_budget:
             self._budget = memory_budget
         if epoch:
@@ -124,10 +122,10 @@ class PeerActor:
         dest_dir = node_path(dest) if dest else None  # "" = into the cache only (warm)
         if dest_dir is not None:
             for rel, text in aux or ():
-                _write_atomically(dest_dir / rel, text)
-        have: dict[str, list[int]] = {}
-        whole: list[_Assembly] = []  # every piece in, not yet verified (another job's)
-        cached: list[_Assembly] = []  # verified already: to place
+                write_atomically(dest_dir / rel, text)
+        have: dict[str, tuple[int, ...]] = {}
+        whole: list[Assembly] = []  # every piece in, not yet verified (another job's)
+        cached: list[Assembly] = []  # verified already: to place
         with self._lock:
             self._jobs[job_id] = (dest_dir, [t.task_id for t in tasks])
             for task in tasks:
@@ -142,7 +140,7 @@ class PeerActor:
                     cached.append(asm)
                 elif not asm.complete and len(asm.have) == task.num_pieces:
                     whole.append(asm)
-                have[task.task_id] = sorted(asm.have)
+                have[task.task_id] = tuple(sorted(asm.have))
         for asm in cached:
             self._place_for(asm, job_id, dest_dir)  # type: ignore[arg-type]
         for asm in whole:
@@ -151,62 +149,81 @@ class PeerActor:
         if unplaced:
             more = f" (and {len(unplaced) - 1} more files)" if len(unplaced) > 1 else ""
             raise StorageError(unplaced[0] + more)
-        return have
+        return Holdings(have)
 
-    def offer(self, job_id: str, tasks: list[TaskSpec], epoch: str = "") -> dict[str, list[int]]:
+    def offer(self, join: PeerJoin) -> Holdings:
         """Serve a job this node is not a target of, from what it already has.
 
         Opens no partial file and places nothing; returns, per task, the piece
         indices this node can serve (whole files from its cache).
         """
-        have: dict[str, list[int]] = {}
+        job_id, epoch = join.job_id, join.epoch
+        have: dict[str, tuple[int, ...]] = {}
         with self._lock:
-            for task in tasks:
+            for task in join.tasks:
                 asm = self._tasks.get(task.task_id) or self._open(task, receive=False)
                 if asm is None:
                     continue
                 asm.jobs.add(job_id)
-                have[task.task_id] = sorted(asm.have)
+                have[task.task_id] = tuple(sorted(asm.have))
             # A node that joined as a receiver meanwhile keeps its destination.
             self._jobs.setdefault(job_id, (None, list(have)))
             if epoch:
                 self._job_epochs.setdefault(job_id, epoch)
-        return have
+        return Holdings(have)
 
-    def _open(self, task: TaskSpec, *, receive: bool = True) -> _Assembly | None:
+    def _open(self, task: TaskSpec, *, receive: bool = True) -> Assembly | None:
         blob = self.cache.blob(task.file)
         if blob is not None:
             fd = os.open(blob, os.O_RDONLY)
-            asm = _Assembly(task, blob, fd, have=set(range(task.num_pieces)), complete=True)
+            asm = Assembly(task, blob, fd, have=set(range(task.num_pieces)), complete=True)
         elif receive:
             partial = self.cache.new_partial(task.file)
-            asm = _Assembly(task, partial, os.open(partial, os.O_RDWR),
+            asm = Assembly(task, partial, os.open(partial, os.O_RDWR),
                             InOrderDigests(task.file, task.num_pieces))
         else:
             return None
         self._tasks[task.task_id] = asm
         return asm
 
-    def _place(self, asm: _Assembly, dest_dir: Path) -> None:
+    def _place(self, asm: Assembly, dest_dir: Path) -> None:
         for rel in asm.spec.paths:
             target = dest_dir / rel
             if not (target.exists() and os.path.samefile(target, asm.path)):
                 self.cache.place(asm.path, target)
         for link, pointee in asm.spec.links:
-            _symlink_atomically(dest_dir / link, pointee)
+            symlink_atomically(dest_dir / link, pointee)
 
     # -- receiving -------------------------------------------------------
 
+    def pull_batch(self, batch: PullBatch) -> list[PullOutcome]:
+        """Take every piece of ``batch`` (at once, each from its source); one
+        outcome per pull, in order. Only a dead receiver fails the whole call."""
+        with self._lock:
+            for holder, handle in batch.lenders.items():
+                self._lenders[(batch.job_id, holder)] = handle
+        futures = [self._pullers.submit(self._pull_one, batch.job_id, p) for p in batch.pulls]
+        return [f.result() for f in futures]
+
+    def _pull_one(self, job_id: str, pull: Pull) -> PullOutcome:
+        try:
+            with self._lock:
+                source = self._lenders[(job_id, pull.source)]
+            return self.pull(job_id, pull.task_id, pull.index, pull.crc, source)
+        except Exception as exc:  # the transfer failed; whose fault it is goes to blame
+            return PullFailed(fault_of(exc), describe(exc))
+
     def pull(
         self, job_id: str, task_id: str, index: int, crc: int | None, source: Any,
-    ) -> dict[str, Any]:
-        """Take one piece from ``source`` (a peer or seed handle) for ``job_id``.
+    ) -> PullOutcome:
+        """Take one piece from ``source`` (a lender handle: a peer or seed) for ``job_id``.
 
-        Returns ``{"bytes", "seconds", "crc", "file_done"}`` (``bytes`` 0 when
-        another job already brought the piece; ``file_done`` once per job, when
-        the file is verified and placed; ``file_corrupt`` instead when it failed
-        verification, ``file_unplaced`` when it could not be put at its path), or
-        ``{"source_lost": True}`` when the holder is gone.
+        Returns :class:`Received` (``bytes`` 0 when another job already brought
+        the piece; ``file_done`` once per job, when the file is verified and
+        placed), :class:`FileCorrupt` when the file failed verification,
+        :class:`FileUnplaced` when it could not be put at its path,
+        :class:`SourceLost` when the holder is gone, :class:`Stale` when a heal
+        replaced the assembly meanwhile. A failed transfer raises.
         """
         started = time.monotonic()
         with self._using(task_id) as asm:
@@ -217,15 +234,14 @@ class PeerActor:
             if not fetched:
                 assert digests is not None  # set until the file is complete
                 outcome = self._fetch(asm, digests, index, crc, source)
-                if isinstance(outcome, dict):
+                if isinstance(outcome, SourceLost):
                     return outcome
                 nbytes, crc = outcome
                 with self._lock:
                     replaced = self._tasks.get(task_id) is not asm
                 if replaced:  # a heal began the file anew meanwhile (see retake)
-                    return {"stale": True}
-            result: dict[str, Any] = {"bytes": nbytes, "seconds": time.monotonic() - started,
-                                      "crc": crc, "file_done": False}
+                    return Stale()
+            file_done = False
             with self._lock:
                 whole = len(asm.have) == asm.spec.num_pieces
             if whole:
@@ -234,20 +250,18 @@ class PeerActor:
                 except IntegrityError as err:
                     # The origin sent bytes that do not match its own digest: every
                     # copy of this file is suspect, so this node stops serving it.
-                    result["file_corrupt"] = str(err)
-                    return result
+                    return FileCorrupt(str(err))
                 with self._lock:
                     if job_id in asm.unplaced:
                         # Verified, but not at its path for this job: the node failed.
-                        result["file_unplaced"] = asm.unplaced[job_id]
-                        return result
-                    result["file_done"] = job_id not in asm.reported
+                        return FileUnplaced(asm.unplaced[job_id])
+                    file_done = job_id not in asm.reported
                     asm.reported.add(job_id)
-            return result
+            return Received(nbytes, time.monotonic() - started, crc, file_done)
 
     def _fetch(
-        self, asm: _Assembly, digests: InOrderDigests, index: int, crc: int | None, source: Any,
-    ) -> tuple[int, int] | dict[str, Any]:
+        self, asm: Assembly, digests: InOrderDigests, index: int, crc: int | None, source: Any,
+    ) -> tuple[int, int] | SourceLost:
         """Bring piece ``index`` from ``source``, write, hash and pin it.
 
         Returns ``(bytes, crc)``, or the pull's result when the source is lost.
@@ -258,7 +272,8 @@ class PeerActor:
         task_id = asm.spec.task_id
         piece = asm.spec.piece(index)
         try:
-            ref, lender_crc = ray.get(source.lend.remote(task_id, index), timeout=LEND_TIMEOUT)
+            lent: Lent = ray.get(source.lend(task_id, index), timeout=LEND_TIMEOUT)
+            ref, lender_crc = lent.ref, lent.crc
             array = ray.get(ref, timeout=PULL_TIMEOUT)
         except (ray.exceptions.ActorUnavailableError, ray.exceptions.GetTimeoutError) as exc:
             # A passing hiccup or a stalled holder, not a dead node: retried elsewhere.
@@ -268,7 +283,7 @@ class PeerActor:
             ) from None
         except (ray.exceptions.RayActorError, ray.exceptions.ObjectLostError,
                 ray.exceptions.OwnerDiedError) as exc:
-            return {"source_lost": True, "error": type(exc).__name__}
+            return SourceLost(type(exc).__name__)
         expected = asm.fixed.get(index, lender_crc if crc is None else crc)
         view = memoryview(array)
         if len(view) != piece.length or piece_crc(view) != expected:
@@ -277,7 +292,7 @@ class PeerActor:
                 f"{self.node_id[:8]}; it will be taken from another holder"
             )
         os.pwrite(asm.fd, view, piece.start)
-        digests.add(index, view, lambda i: _read_piece(asm, i))
+        digests.add(index, view, lambda i: read_piece(asm, i))
         own = ray.put(array)  # our own copy: serves on even if the lender dies
         del view, array, ref
         with self._lock:
@@ -293,7 +308,7 @@ class PeerActor:
         metrics().piece_seconds.observe(time.monotonic() - started, tags=tags)
         return piece.length, expected
 
-    def _complete(self, asm: _Assembly) -> None:
+    def _complete(self, asm: Assembly) -> None:
         """Verify and place a file whose pieces are all in, once, whoever asks first;
         raise IntegrityError (again, for every caller) if it failed."""
         with asm.finishing:
@@ -302,7 +317,7 @@ class PeerActor:
             if not asm.complete:
                 self._finish(asm)
 
-    def _finish(self, asm: _Assembly) -> None:
+    def _finish(self, asm: Assembly) -> None:
         """Verify the whole file, move it into the cache, place it for every job."""
         assert asm.digests is not None
         try:
@@ -324,7 +339,7 @@ class PeerActor:
             if dest_dir is not None:
                 self._place_for(asm, job_id, dest_dir)
 
-    def _place_for(self, asm: _Assembly, job_id: str, dest_dir: Path) -> None:
+    def _place_for(self, asm: Assembly, job_id: str, dest_dir: Path) -> None:
         """Place a verified file for one job; a failure is that job's, on this node."""
         try:
             self._place(asm, dest_dir)
@@ -345,7 +360,7 @@ class PeerActor:
                 return
             old.busy += 1
             partial = self.cache.new_partial(old.spec.file)
-            fresh = _Assembly(old.spec, partial, os.open(partial, os.O_RDWR),
+            fresh = Assembly(old.spec, partial, os.open(partial, os.O_RDWR),
                               InOrderDigests(old.spec.file, old.spec.num_pieces),
                               jobs=set(old.jobs), reported=set(old.reported), fixed=dict(fixed))
             self._tasks[task_id] = fresh
@@ -355,9 +370,9 @@ class PeerActor:
             digests = fresh.digests
             assert digests is not None
             for index in keep:
-                data = _read_piece(old, index)
+                data = read_piece(old, index)
                 os.pwrite(fresh.fd, data, old.spec.piece(index).start)
-                digests.add(index, data, lambda i: _read_piece(fresh, i))
+                digests.add(index, data, lambda i: read_piece(fresh, i))
                 with self._lock:
                     fresh.have.add(index)
         finally:
@@ -419,26 +434,27 @@ class PeerActor:
     # -- serving ---------------------------------------------------------
 
     @ray.method(concurrency_group=SERVE_GROUP)
-    def lend(self, task_id: str, index: int) -> list[Any]:
-        """``[ref, crc]`` of a piece this node has, re-read from disk if unpinned."""
+    def lend(self, task_id: str, index: int) -> Lent:
+        """The ref (owned by this peer) and CRC-32 of a piece this node has,
+        re-read from disk if unpinned."""
         key = (task_id, index)
         with self._lock:
             pinned = self._pinned.get(key)
             if pinned is not None:
                 self._pinned.move_to_end(key)
                 self.served_bytes += pinned[2]
-                return [pinned[0], pinned[1]]
+                return Lent(pinned[0], pinned[1])
         with self._using(task_id) as asm:
-            data = _read_piece(asm, index)
+            data = read_piece(asm, index)
             crc = piece_crc(data)
             ref = ray.put(data.obj)
             with self._lock:
                 self._pin(key, ref, crc, len(data))
                 self.served_bytes += len(data)
-            return [ref, crc]
+            return Lent(ref, crc)
 
     @contextmanager
-    def _using(self, task_id: str) -> Iterator[_Assembly]:
+    def _using(self, task_id: str) -> Iterator[Assembly]:
         """Hold a task's file open while a pull or lend uses it."""
         with self._lock:
             asm = self._tasks.get(task_id)
@@ -453,7 +469,7 @@ class PeerActor:
                 if asm.retired and asm.busy == 0:
                     self._close(asm)
 
-    def _retire(self, asm: _Assembly) -> None:
+    def _retire(self, asm: Assembly) -> None:
         """Forget a task (lock held); its file closes when the last user is done."""
         asm.retired = True
         if self._tasks.get(asm.spec.task_id) is asm:
@@ -461,7 +477,7 @@ class PeerActor:
         if asm.busy == 0:
             self._close(asm)
 
-    def _close(self, asm: _Assembly) -> None:
+    def _close(self, asm: Assembly) -> None:
         os.close(asm.fd)
         if not asm.complete:
             self.cache.discard(asm.path)
@@ -491,6 +507,8 @@ class PeerActor:
         with self._lock:
             _, task_ids = self._jobs.pop(job_id, (None, []))
             self._job_epochs.pop(job_id, None)
+            for key in [k for k in self._lenders if k[0] == job_id]:
+                del self._lenders[key]
             for task_id in task_ids:
                 asm = self._tasks.get(task_id)
                 if asm is None:
@@ -583,29 +601,6 @@ class PeerActor:
                 "jobs": sorted(self._jobs),
             }
 
-
-def _read_piece(asm: _Assembly, index: int) -> memoryview:
-    """Piece ``index`` of ``asm``'s file, read from disk (an ``np.uint8`` array's view)."""
-    piece = asm.spec.piece(index)
-    buffer = np.empty(piece.length, dtype=np.uint8)
-    if piece.length and os.preadv(asm.fd, [buffer.data], piece.start) != piece.length:
-        raise IntegrityError(f"{asm.path} is shorter than piece {index}")
-    return buffer.data
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_sibling(path)
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def _symlink_atomically(path: Path, pointee: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Jobs placing the same link at once each use their own temporary name.
-    tmp = temp_sibling(path)
-    os.symlink(pointee, tmp)
-    os.replace(tmp, path)
 
 
 def _default_budget(node_id: str) -> int:

@@ -4,7 +4,8 @@ It keeps every job's :class:`~raydf.policy.PlanState`, asks the pure policy
 what to start next, and only then issues the ``.remote()`` calls the policy
 returned (decide first, then do I/O). It never touches bytes: seeds and peers
 move pieces through the object store; the scheduler moves decisions.
-An asyncio actor: each transfer in flight is one awaited call.
+An asyncio actor; running a job is :func:`raydf.cluster.driving.drive`:
+one awaited call per origin fetch and per batch of pulls into one peer.
 
 **Sharing.** Callers asking for the same thing at once (same URL, revision,
 filters, destination and token) share one job: the first *claims* the
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 import uuid
 from pathlib import PurePosixPath
@@ -31,32 +33,34 @@ from typing import Any
 
 import ray
 
-from raydf.blame import Fault, Verdict
-from raydf.cluster.job import Job, describe, error_type
+from raydf.cluster.driving import drive
+from raydf.cluster.handles import PeerHandle, SeedHandle
+from raydf.cluster.job import Job, describe
 from raydf.cluster.metrics import log_event, metrics
 from raydf.cluster.placement import alive_nodes, seed_options
+from raydf.cluster.protocol import (
+    JobSpec,
+    JobStatus,
+    PeerJoin,
+)
 from raydf.cluster.seed import SeedActor
 from raydf.cluster.spec import TaskSpec
-from raydf.cluster.trust import apply_blame, apply_heals, check_senders, fault_of
-from raydf.errors import DestinationBusy, IntegrityError, RaydfError
+from raydf.errors import DestinationBusy, RaydfError
 from raydf.plan import RepoPlan
-from raydf.policy import ORIGIN, Assignment, Limits, PlanState, decide
+from raydf.policy import Limits, PlanState
 from raydf.report import Report
 
 __all__ = ["SchedulerActor"]
 
-SEED_COPIES = 2  # peers holding a piece before the seed lets it go
 KEEP_FINISHED_JOBS = 16
 CLAIM_TIMEOUT = 300.0  # a leader that never submits is presumed gone
 STANDBY_FETCHES = Limits().origin_fetches  # origin reads at once of the standby seed
-SEEDLESS_TIMEOUT = 600.0  # nothing moved for this long: give up rather than hang
 # A caller renews its lease with every status poll (twice a second); one that
 # stays silent this long is gone (kill -9, `ray job stop`, a dead replica) and
 # its nodes leave the job, unless another live caller waits for them.
 CALLER_LEASE = 10.0
 LEASE_CHECK_EVERY = 1.0
 NODE_DEATH_WAIT = 45.0  # Ray's health checks mark a dead node within ~30 s
-DRAIN_SECONDS = 10.0  # a cancelled job hands what it already read to the nodes, this long at most
 
 
 class SchedulerActor:
@@ -68,7 +72,7 @@ class SchedulerActor:
         self._claims: dict[str, asyncio.Event] = {}  # fingerprints being set up
         # fingerprint -> (destination, nodes, url) of the jobs writing somewhere
         self._writers: dict[str, tuple[str, frozenset[str], str]] = {}
-        self._standby: Any = None
+        self._standby: SeedHandle | None = None
         # This incarnation: peers drop jobs of an earlier one (it died mid-job).
         self.epoch = uuid.uuid4().hex
         self._lease_watch: asyncio.Task[None] | None = None
@@ -142,7 +146,7 @@ class SchedulerActor:
     def _drop_writer(self, fingerprint: str) -> None:
         self._writers.pop(fingerprint, None)
 
-    async def join(self, job_id: str, peers: dict[str, Any], caller: str = "") -> bool:
+    async def join(self, job_id: str, peers: dict[str, PeerHandle], caller: str = "") -> bool:
         """Add nodes to a running job; False if it is ending or closed (claim again)."""
         job = self._jobs.get(job_id)
         if job is None or job.closed or job.ending or job.state is None:
@@ -168,7 +172,7 @@ class SchedulerActor:
 
     # -- seeds -----------------------------------------------------------
 
-    async def new_seed(self, fetches: int) -> Any:
+    async def new_seed(self, fetches: int) -> SeedHandle:
         """A seed with no request yet, for a caller's job (``fetches`` origin reads
         at once): the standby if it allows as many, else a new one. The next
         standby starts when a job ends, so its start-up (a worker process,
@@ -182,7 +186,7 @@ class SchedulerActor:
         """This incarnation's id (peers drop jobs of an earlier, dead one)."""
         return self.epoch
 
-    def standby_seed(self) -> Any:
+    def standby_seed(self) -> SeedHandle | None:
         """The seed the next job gets (starting, or started); None if there is none."""
         return self._standby
 
@@ -191,48 +195,37 @@ class SchedulerActor:
             self._standby = self._spawn_seed(STANDBY_FETCHES)
 
     @staticmethod
-    def _spawn_seed(fetches: int) -> Any:
-        return ray.remote(SeedActor).options(**seed_options(fetches)).remote()
+    def _spawn_seed(fetches: int) -> SeedHandle:
+        return SeedHandle(ray.remote(SeedActor).options(**seed_options(fetches)).remote())
 
     # -- jobs ------------------------------------------------------------
 
-    async def submit(
-        self,
-        plan: RepoPlan,
-        tasks: list[TaskSpec],
-        seed: Any,
-        peers: dict[str, Any],
-        dest: str,
-        limits: Limits | None = None,
-        memory_budget: int | None = None,
-        fingerprint: str | None = None,
-        holders: dict[str, Any] | None = None,
-        aux: list[tuple[str, str]] | None = None,
-        job_id: str | None = None,
-        caller: str = "",
-    ) -> str:
-        """Start a job (taking over ``seed``); returns its id at once.
+    async def submit(self, spec: JobSpec, seed: SeedHandle, peers: dict[str, PeerHandle],
+                     holders: dict[str, PeerHandle] | None = None) -> str:
+        """Start the job ``spec`` (taking over ``seed``) on ``peers``; returns its id at once.
 
         ``holders``: peers on other nodes that may serve from their caches.
-        ``job_id``: the caller's own id for it, so it can cancel a submit it
-        was interrupted in. ``caller``: the caller's lease, renewed by its
-        :meth:`status` polls (see ``CALLER_LEASE``).
+        ``spec.job_id``: the caller's own id for it, so it can cancel a submit it
+        was interrupted in. ``spec.caller``: the caller's lease, renewed by its
+        :meth:`poll` calls (see ``CALLER_LEASE``).
         """
-        job_id = job_id or uuid.uuid4().hex[:12]
-        job = Job(job_id, plan, {t.task_id: t for t in tasks}, f"seed-{job_id}", seed,
-                  dict(peers), dest, limits or Limits(), memory_budget, fingerprint)
+        job_id = spec.job_id or uuid.uuid4().hex[:12]
+        fingerprint = spec.fingerprint
+        job = Job(job_id, spec.plan, {t.task_id: t for t in spec.tasks}, f"seed-{job_id}", seed,
+                  dict(peers), spec.dest, spec.limits, spec.memory_budget, fingerprint)
         job.holders = {n: h for n, h in (holders or {}).items() if n not in peers}
-        job.aux = list(aux or ())
+        job.aux = list(spec.aux)
         self._jobs[job_id] = job
-        if caller:
-            job.renew(caller, list(peers))
-        job.state = PlanState({t.task_id: t.num_pieces for t in tasks}, [job.seed_id],
+        if spec.caller:
+            job.renew(spec.caller, list(peers))
+        job.state = PlanState({t.task_id: t.num_pieces for t in spec.tasks}, [job.seed_id],
                               job.limits)
         if fingerprint is not None:
             self._running[fingerprint] = job_id
             self.release(fingerprint, keep_writer=True)
         if self._lease_watch is None or self._lease_watch.done():
             self._lease_watch = asyncio.get_running_loop().create_task(self._watch_leases())
+        plan = spec.plan
         log_event("job_started", job=job_id, url=plan.url, commit=plan.commit[:12],
                   files=len(plan.files), bytes=plan.total_bytes, nodes=len(peers))
         job.runner = asyncio.get_running_loop().create_task(self._run(job))
@@ -252,24 +245,34 @@ class SchedulerActor:
             await self._refresh_seed_requests(job)
         return job.report(wanted)
 
-    def status(self, job_id: str, caller: str = "", nodes: list[str] | None = None
-               ) -> dict[str, Any]:
-        """Progress of one job: verified bytes and bytes received per node.
+    async def poll(self, job_id: str, caller: str = "", nodes: list[str] | None = None,
+                   seen: int = -1, timeout: float = 0.0) -> JobStatus:
+        """Progress of one job for ``nodes`` (default: all), a long-poll: it answers
+        once the job's version is past ``seen`` (a node completed or failed, the
+        seed was lost or replaced, the job closed) or after ``timeout`` s.
 
         ``caller`` (waiting for ``nodes``) renews that caller's lease."""
         job = self._jobs[job_id]
         if caller and not job.closed:
             job.renew(caller, nodes or [])
-        return {
-            "job_id": job_id,
-            "url": job.plan.url,
-            "bytes": job.plan.total_bytes,
-            "nodes": {n: job.node_bytes.get(n, 0) for n in job.peers},
-            "received": dict(job.node_received),
-            "done": job.closed,
-            "needs_seed": job.seed is None and not job.closed,
-            "plan": job.state.snapshot() if job.state else None,
-        }
+        await job.wait_change(seen, timeout)
+        if caller and not job.closed:
+            job.renew(caller, nodes or [])
+        return self._status(job, nodes)
+
+    def _status(self, job: Job, nodes: list[str] | None, plan: bool = False) -> JobStatus:
+        wanted = list(job.peers) if nodes is None else nodes
+        return JobStatus(
+            job_id=job.job_id,
+            url=job.plan.url,
+            bytes=job.plan.total_bytes,
+            nodes={n: job.node_bytes.get(n, 0) for n in wanted if n in job.peers},
+            received={n: job.node_received[n] for n in wanted if n in job.node_received},
+            done=job.closed,
+            needs_seed=job.seed is None and not job.closed,
+            version=job.version,
+            plan=job.state.snapshot() if plan and job.state else None,
+        )
 
     def job_plan(self, job_id: str) -> tuple[RepoPlan, list[TaskSpec]]:
         """What a replacement seed needs to take over the job."""
@@ -283,7 +286,8 @@ class SchedulerActor:
         return {"origin": list(job.origin_times), "received": list(job.received)}
 
     def snapshot(self) -> dict[str, Any]:
-        return {"jobs": {j: self.status(j) for j in self._jobs}, "repr": repr(self)}
+        return {"jobs": {j: dataclasses.asdict(self._status(job, None, plan=True))
+                         for j, job in self._jobs.items()}, "repr": repr(self)}
 
     def _forget_old_jobs(self) -> None:
         finished = [j for j, job in self._jobs.items() if job.closed]
@@ -296,7 +300,7 @@ class SchedulerActor:
         try:
             await self._prepare(job, dict(job.peers))
             await self._enlist_holders(job)
-            await self._drive(job)
+            await drive(job)
         except RaydfError as err:
             job.error, job.error_type = str(err), type(err).__name__
         except Exception as exc:  # a bug or a Ray failure: report it, never hang
@@ -309,34 +313,36 @@ class SchedulerActor:
         tasks = list(job.tasks.values())
         state = job.state
         assert state is not None
-        calls = {n: h.offer.remote(job.job_id, tasks, self.epoch) for n, h in job.holders.items()}
+        join = PeerJoin(job.job_id, tuple(tasks), epoch=self.epoch)
+        calls = {n: h.offer(join) for n, h in job.holders.items()}
         for node, call in calls.items():
             try:
-                have: dict[str, list[int]] = await call
+                have = await call
             except Exception:  # a node that cannot serve is simply not a holder
                 job.holders.pop(node, None)
                 continue
-            for task_id, indices in have.items():
+            for task_id, indices in have.pieces.items():
                 for index in indices:
                     state.add_holding(node, (task_id, index))
 
-    async def _prepare(self, job: Job, peers: dict[str, Any]) -> None:
+    async def _prepare(self, job: Job, peers: dict[str, PeerHandle]) -> None:
         tasks = list(job.tasks.values())
         state = job.state
         assert state is not None
-        calls = {n: p.prepare.remote(job.job_id, tasks, job.dest, job.budget, job.aux,
-                                     self.epoch)
-                 for n, p in peers.items()}
+        join = PeerJoin(job.job_id, tuple(tasks), job.dest, job.budget, tuple(job.aux),
+                        self.epoch)
+        calls = {n: p.prepare(join) for n, p in peers.items()}
         for node, call in calls.items():
             try:
-                have: dict[str, list[int]] = await call
+                holdings = await call
             except Exception as exc:
                 if await _node_left(node, exc):
                     job.skip_node(node, "left the cluster")
                     continue
                 job.fail_node(node, exc)
                 continue
-            wants = [t.task_id for t in tasks if len(have.get(t.task_id, ())) < t.num_pieces]
+            have = holdings.pieces
+            wants = [t.task_id for t in tasks if not holdings.complete(t)]
             state.add_peer(node, wants)
             for task_id, indices in have.items():
                 for index in indices:
@@ -346,179 +352,16 @@ class SchedulerActor:
             if state.done(node):
                 job.complete_node(node)
 
-    async def _drive(self, job: Job) -> None:
-        state = job.state
-        assert state is not None
-        pending: dict[asyncio.Future[Any], Assignment] = {}
-        while True:
-            job.wake.clear()
-            for a in decide(state):
-                if job.draining is not None and a.source == ORIGIN:
-                    continue  # cancelled: not one more byte from the hub
-                state.start(a)
-                pending[asyncio.ensure_future(self._issue(job, a))] = a
-            metrics().active_transfers.set(len(pending))
-            drained = job.draining is not None and (
-                not pending or time.monotonic() - job.draining > DRAIN_SECONDS)
-            if drained:
-                job.error = job.error or "cancelled by the caller"
-                for fut in pending:
-                    fut.cancel()
-                return
-            if not pending and job.seed is not None and not job.joining:
-                break
-            woken = asyncio.ensure_future(job.wake.wait())
-            timeout = DRAIN_SECONDS if job.draining is not None else SEEDLESS_TIMEOUT
-            done, _ = await asyncio.wait([*pending, woken], timeout=timeout,
-                                         return_when=asyncio.FIRST_COMPLETED)
-            woken.cancel()
-            if not done and job.draining is None:
-                job.error = "the seed was lost and no caller supplied a new one in time"
-                return
-            for fut in done:
-                if fut in pending:
-                    self._settle(job, pending.pop(fut), fut)
-            if job.healed:
-                await apply_heals(job, pending)
-            if job.suspects:
-                await check_senders(job, pending)
-            if job.error is not None:
-                for fut in pending:
-                    fut.cancel()
-                return
-            self._release_seed_pieces(job)
-        job.ending = True  # no more joiners: one now would never be driven
-        for node in job.peers:
-            if not job.node_event(node).is_set():
-                job.fail_node(node, "some pieces had no holder left and the origin could not "
-                                    "supply them")
-
-    async def _issue(self, job: Job, a: Assignment) -> Any:
-        if a.source == ORIGIN:
-            return await job.seed.fetch.remote(*a.piece)
-        source = job.seed if a.source == job.seed_id else job.actor(a.source)
-        crc = job.crc.get(a.piece)
-        return await job.peers[a.peer].pull.remote(job.job_id, a.piece[0], a.piece[1], crc,
-                                                   source)
-
-    def _settle(self, job: Job, a: Assignment, fut: asyncio.Future[Any]) -> None:
-        """Fold one finished call into the state."""
-        state = job.state
-        assert state is not None
-        try:
-            result = fut.result()
-        except Exception as exc:
-            self._failed(job, a, exc)
-            return
-        if a.source == ORIGIN:
-            crc, nbytes, requests, by_kind, healed = result
-            if healed:
-                job.healed.append((a.piece[0], healed))
-            job.crc[a.piece] = crc
-            job.seed_held.add(a.piece)
-            job.origin_bytes += nbytes
-            job.seed_requests[a.peer] = requests
-            job.seed_hub_requests[a.peer] = by_kind
-            job.origin_times.append((time.time(), *a.piece))
-            state.finish(a)
-            job.blame.delivered(a.peer)
-            return
-        if a.peer in job.node_error and job.draining is None:
-            return  # the receiver already failed and left the plan
-        if result.get("stale"):  # it went into an assembly a heal replaced: again
-            state.fail(a)
-            return
-        if result.get("source_lost"):
-            if a.source == job.seed_id:
-                self._lose_seed(job)
-            else:
-                job.fail_node(a.source, f"node lost ({result.get('error')})")
-                state.remove_holder(a.source)
-                if a in state.in_flight():
-                    state.fail(a)
-            return
-        if result["crc"] is not None:  # None: the peer had it already (another job brought it)
-            job.crc.setdefault(a.piece, result["crc"])
-        state.finish(a)
-        job.blame.delivered(a.source)
-        job.senders.setdefault((a.peer, a.piece[0]), set()).add(a.source)
-        if "file_corrupt" in result and job.seed_id not in job.senders[(a.peer, a.piece[0])]:
-            # Every piece came from peers' verified copies: one of them is bad.
-            job.suspects.append((a.peer, a.piece[0], result["file_corrupt"]))
-            return
-        failed = result.get("file_corrupt") or result.get("file_unplaced")
-        if failed:
-            job.fail_node(a.peer, failed, 4 if "file_corrupt" in result else 5)
-            state.remove_holder(a.peer)
-            return
-        job.record_transfer(a, result["bytes"], result["file_done"])
-        if state.done(a.peer):
-            job.complete_node(a.peer)
-
-    def _failed(self, job: Job, a: Assignment, exc: BaseException) -> None:
-        state = job.state
-        assert state is not None
-        passing = isinstance(exc, ray.exceptions.ActorUnavailableError)
-        if a.source == ORIGIN:  # the callee was the seed itself
-            if passing:  # a hiccup, not a death: fetch again, the seed blamed
-                state.fail(a)
-                self._blamed(job, a, job.blame.failed(a.peer, a.peer, a.piece, Fault.SENDER),
-                             describe(exc))
-                return
-            if isinstance(exc, ray.exceptions.RayActorError):
-                # The seed died: its pieces are gone, a caller supplies a new one.
-                self._lose_seed(job)
-                return
-            cause = getattr(exc, "cause", None) or exc
-            if isinstance(cause, IntegrityError):
-                # The origin kept sending bad bytes for this file, read again
-                # already: nobody gets it, the other files still complete.
-                state.fail(a)
-                job.corrupt.setdefault(a.piece[0], str(cause))
-                state.abandon(a.piece[0])
-                for node in job.peers:
-                    if node not in job.node_error and state.done(node):
-                        job.complete_node(node)  # reported failed, naming the file
-                return
-            # The seed retried with backoff already: the origin is not delivering.
-            job.error, job.error_type = describe(exc), error_type(exc)
-            return
-        if a.peer in job.node_error:
-            return
-        if isinstance(exc, ray.exceptions.RayActorError) and not passing:
-            job.fail_node(a.peer, f"node lost ({type(exc).__name__})")
-            state.remove_holder(a.peer)
-            return
-        if a in state.in_flight():
-            state.fail(a)
-        verdict = job.blame.failed(a.source, a.peer, a.piece, fault_of(exc))
-        self._blamed(job, a, verdict, describe(exc))
-
-    def _blamed(self, job: Job, a: Assignment, verdict: Verdict, reason: str) -> None:
-        apply_blame(job, a, verdict, reason, self._lose_seed)
-
-    def _lose_seed(self, job: Job) -> None:
-        state = job.state
-        assert state is not None
-        if job.seed is None:
-            return
-        job.seed_losses += 1
-        job.seed_held.clear()
-        state.remove_holder(job.seed_id)
-        # Given up on (dead, or failing): kill it so its token and pieces go too.
-        with contextlib.suppress(Exception):
-            ray.kill(job.seed)
-        job.seed = None
-
-    async def add_seed(self, job_id: str, seed: Any) -> bool:
+    async def add_seed(self, job_id: str, seed: SeedHandle) -> bool:
         """A caller's replacement for a lost seed (only callers hold the token)."""
         job = self._jobs.get(job_id)
         if job is None or job.closed or job.seed is not None or job.state is None:
-            ray.kill(seed)
+            seed.kill()
             return False
         job.seed_id = f"seed-{job_id}-{job.seed_losses}"
         job.seed = seed
         job.state.add_seed(job.seed_id)
+        job.changed()
         job.wake.set()
         return True
 
@@ -539,7 +382,7 @@ class SchedulerActor:
             # still reach the nodes' caches (no hub cost, nothing placed at the
             # destination), so a re-run does not pay for them again. Then the
             # job closes (within DRAIN_SECONDS).
-            await asyncio.gather(*(p.cache_only.remote(job_id) for p in job.peers.values()),
+            await asyncio.gather(*(p.cache_only(job_id) for p in job.peers.values()),
                                  return_exceptions=True)
             job.draining = time.monotonic()
         else:
@@ -547,33 +390,16 @@ class SchedulerActor:
                 job.state.remove_holder(node)
         job.wake.set()
 
-    def _release_seed_pieces(self, job: Job) -> None:
-        """Let the seed drop pieces enough peers hold (never one it is still sending)."""
-        state = job.state
-        assert state is not None
-        busy = {a.piece for a in state.in_flight() if a.source == job.seed_id}
-        release = []
-        # Only what the seed still holds, not every piece of the job: this runs
-        # after every finished transfer.
-        for piece in list(job.seed_held):
-            holders = state.holders(piece)
-            if piece not in busy and len(holders) - 1 >= min(SEED_COPIES, len(job.peers)):
-                state.drop_holding(job.seed_id, piece)
-                job.seed_held.discard(piece)
-                release.append(piece)
-        if release:
-            job.seed.release.remote(release)
-
     async def _refresh_seed_requests(self, job: Job) -> None:
         """Ask the live seed how many origin requests it made (listing included)."""
         if job.seed is None:
             return
         try:
-            stats = await job.seed.stats.remote()
+            stats = await job.seed.counts()
         except Exception:  # the seed is gone: keep what it last reported
             return
-        job.seed_requests[job.seed_id] = stats["origin_requests"]
-        job.seed_hub_requests[job.seed_id] = stats["hub_requests"]
+        job.seed_requests[job.seed_id] = stats.origin_requests
+        job.seed_hub_requests[job.seed_id] = stats.hub_requests
 
     async def _watch_leases(self) -> None:
         """Cancel the nodes of callers that stopped polling (see ``CALLER_LEASE``)."""
@@ -589,6 +415,7 @@ class SchedulerActor:
 
     async def _close(self, job: Job) -> None:
         job.closed = True
+        job.changed()
         if job.fingerprint is not None:
             self._drop_writer(job.fingerprint)
         metrics().active_transfers.set(0)
@@ -600,16 +427,16 @@ class SchedulerActor:
             del self._running[job.fingerprint]
         await self._refresh_seed_requests(job)
         if job.seed is not None:
-            ray.kill(job.seed)
+            job.seed.kill()
         self._restock()
         for node, peer in job.peers.items():
             try:
-                await peer.finish_job.remote(job.job_id, list(job.corrupt))
+                await peer.finish_job(job.job_id, list(job.corrupt))
             except Exception as exc:
                 job.fail_node(node, describe(exc))
         for holder in job.holders.values():
             with contextlib.suppress(Exception):
-                await holder.finish_job.remote(job.job_id)
+                await holder.finish_job(job.job_id)
         for node in job.peers:
             if not job.node_event(node).is_set():
                 job.fail_node(node, job.error or "the job ended before this node completed")

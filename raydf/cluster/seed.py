@@ -25,6 +25,7 @@ from raydf.backends import backend_class
 from raydf.backends.base import Authorizing, Backend, Secret, hub_requests
 from raydf.cache import InOrderDigests, check_digests, file_digests
 from raydf.cluster.metrics import log_event, metrics
+from raydf.cluster.protocol import Fetched, Lent, SeedStats
 from raydf.cluster.spec import TaskSpec
 from raydf.errors import IntegrityError
 from raydf.options import Request
@@ -105,13 +106,11 @@ class SeedActor:
         self._plan = plan
         self.add_tasks(tasks)
 
-    def fetch(
-        self, task_id: str, index: int,
-    ) -> tuple[int, int, int, dict[str, int], dict[int, int] | None]:
+    def fetch(self, task_id: str, index: int) -> Fetched:
         """Fetch one piece from the origin and hold it.
 
-        Returns ``(crc, origin bytes, origin requests so far, the same by kind,
-        healed)``. The seed
+        Returns its CRC-32, the origin bytes read, the origin requests so far
+        (also by kind) and ``healed``. The seed
         reads every byte of a file, so it checks the whole-file digest as pieces
         arrive: when the piece that completes a file makes it fail, the file is
         read again from the origin (at most ``HEAL_READS`` times) and ``healed``
@@ -135,8 +134,8 @@ class SeedActor:
             self._crcs[(task_id, index)] = crc
             self.origin_bytes += piece.length
         healed, extra = self._check_in_order(task, index, buffer.data, ref)
-        return healed.get(index, crc) if healed else crc, piece.length + extra, \
-            self._open().requests, hub_requests(self._open()), healed
+        return Fetched(healed.get(index, crc) if healed else crc, piece.length + extra,
+                       self._open().requests, hub_requests(self._open()), healed)
 
     def _check_in_order(
         self, task: TaskSpec, index: int, data: memoryview, ref: Any,
@@ -208,11 +207,11 @@ class SeedActor:
                   reads=1 + HEAL_READS)
         raise IntegrityError(why)
 
-    def lend(self, task_id: str, index: int) -> list[Any]:
-        """``[ref, crc]`` of a held piece; the ref stays owned by this seed."""
+    def lend(self, task_id: str, index: int) -> Lent:
+        """A held piece's ref (it stays owned by this seed) and CRC-32."""
         with self._lock:
             ref, crc = self._held[(task_id, index)]
-        return [ref, crc]
+        return Lent(ref, crc)
 
     def release(self, pieces: list[PieceId]) -> None:
         """Drop pieces enough peers hold, so the seed's memory stays bounded."""
@@ -221,14 +220,19 @@ class SeedActor:
                 self._held.pop(piece, None)
 
     def stats(self) -> dict[str, Any]:
+        """:meth:`counts` as plain data (``raydf status``, tests)."""
+        return dataclasses.asdict(self.counts())
+
+    def counts(self) -> SeedStats:
+        """What this seed read and holds (the scheduler's report takes its requests)."""
         with self._lock:
-            return {
-                "standby": self._request_given is None,
-                "origin_bytes": self.origin_bytes,
-                "origin_requests": self._backend.requests if self._backend else 0,
-                "hub_requests": hub_requests(self._backend) if self._backend else {},
-                "held": len(self._held),
-            }
+            return SeedStats(
+                standby=self._request_given is None,
+                origin_bytes=self.origin_bytes,
+                origin_requests=self._backend.requests if self._backend else 0,
+                hub_requests=hub_requests(self._backend) if self._backend else {},
+                held=len(self._held),
+            )
 
     def close(self) -> None:
         with self._lock:

@@ -21,6 +21,7 @@ from typing import Any
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from raydf.cluster.handles import SchedulerHandle, SeedHandle
 from raydf.cluster.peer import SERVE_GROUP, SERVE_THREADS, PeerActor
 from raydf.cluster.placement import NAMESPACE, SCHEDULER_NAME, SEED_RESOURCE, alive_nodes, on_head
 from raydf.cluster.scheduler import SchedulerActor
@@ -169,9 +170,9 @@ def target_nodes(selector: str = "auto") -> list[str]:
     return sorted(n["NodeID"] for n in chosen)
 
 
-def scheduler() -> Any:
+def scheduler() -> SchedulerHandle:
     """The cluster's scheduler actor, created on the head node on first use."""
-    return ray.remote(SchedulerActor).options(
+    return SchedulerHandle(ray.remote(SchedulerActor).options(
         name=SCHEDULER_NAME,
         namespace=NAMESPACE,
         lifetime="detached",
@@ -180,7 +181,7 @@ def scheduler() -> Any:
         max_concurrency=1000,
         # Hard: a scheduler that wandered onto a worker dies with that node.
         **on_head(soft=False),
-    ).remote()
+    ).remote())
 
 
 def peer_for(node_id: str, actor_class: type[PeerActor] = PeerActor) -> Any:
@@ -209,7 +210,7 @@ def existing_peers() -> dict[str, Any]:
     return peers
 
 
-def seed_for(sched: Any, request: Request, fetches: int) -> Any:
+def seed_for(sched: SchedulerHandle, request: Request, fetches: int) -> SeedHandle:
     """A seed for ``request``, with its token: the scheduler's standby seed (already
     started) or a new one.
 
@@ -218,17 +219,17 @@ def seed_for(sched: Any, request: Request, fetches: int) -> Any:
     it when the job ends.
     """
     try:
-        return _give_request(ray.get(sched.new_seed.remote(fetches)), request)
+        return _give_request(ray.get(sched.new_seed(fetches)), request)
     except ray.exceptions.RayActorError:
         # The standby died (its node went away): the next one is new.
-        return _give_request(ray.get(sched.new_seed.remote(fetches)), request)
+        return _give_request(ray.get(sched.new_seed(fetches)), request)
 
 
-def _give_request(seed: Any, request: Request) -> Any:
+def _give_request(seed: SeedHandle, request: Request) -> SeedHandle:
     try:
-        ray.get(seed.take.remote(request.without_secrets(), request.backend_options.token))
+        ray.get(seed.take(request.without_secrets(), request.backend_options.token))
     except BaseException:
-        ray.kill(seed)
+        seed.kill()
         raise
     return seed
 

@@ -42,7 +42,8 @@ def apply_blame(
         state.remove_holder(a.peer)
 
 
-async def apply_heals(job: Job, pending: dict[asyncio.Future[Any], Assignment]) -> None:
+async def apply_heals(job: Job, pending: dict[asyncio.Future[Any], list[Assignment | None]]
+                      ) -> None:
     """The seed read a corrupt file again and holds the pieces that differ: every
     peer drops its copies of them (it assembles the file anew without them, see
     PeerActor.retake) before anyone is sent them again."""
@@ -52,17 +53,18 @@ async def apply_heals(job: Job, pending: dict[asyncio.Future[Any], Assignment]) 
         task_id, crcs = job.healed.pop()
         pieces = [(task_id, i) for i in crcs]
         job.crc.update(zip(pieces, crcs.values(), strict=True))
-        for fut in [f for f, a in pending.items()
-                    if a.source != ORIGIN and a.piece[0] == task_id and a.piece[1] in crcs]:
-            del pending[fut]  # carrying the bad bytes: its result is not wanted
-            fut.cancel()
+        for batch in pending.values():
+            for i, a in enumerate(batch):
+                if (a is not None and a.source != ORIGIN and a.piece[0] == task_id
+                        and a.piece[1] in crcs):
+                    batch[i] = None  # carrying the bad bytes: its outcome is not wanted
         state.retake(pieces)
         if job.seed is not None:
             for piece in pieces:
                 state.add_holding(job.seed_id, piece)
                 job.seed_held.add(piece)
         nodes = [n for n in job.peers if n not in job.node_error]
-        calls = [job.peers[n].retake.remote(job.job_id, task_id, crcs) for n in nodes]
+        calls = [job.peers[n].retake(job.job_id, task_id, crcs) for n in nodes]
         outcomes = await asyncio.gather(*calls, return_exceptions=True)
         for node, outcome in zip(nodes, outcomes, strict=True):
             if isinstance(outcome, BaseException):
@@ -71,7 +73,8 @@ async def apply_heals(job: Job, pending: dict[asyncio.Future[Any], Assignment]) 
         log_event("file_healed", job=job.job_id, task=task_id, pieces=len(crcs))
 
 
-async def check_senders(job: Job, pending: dict[asyncio.Future[Any], Assignment]) -> None:
+async def check_senders(job: Job, pending: dict[asyncio.Future[Any], list[Assignment | None]]
+                        ) -> None:
     """A file assembled only from peers' verified copies failed its digest on a
     receiver: every node hashes its verified copy of it again. A node whose copy
     fails (bad below the file system) drops it: a bad sender, not an origin fault.
@@ -85,7 +88,7 @@ async def check_senders(job: Job, pending: dict[asyncio.Future[Any], Assignment]
         spec = job.tasks[task_id]
         nodes = sorted({*job.peers, *job.holders} - {receiver} - set(job.node_error))
         outcomes = await asyncio.gather(
-            *[job.actor(n).check_copy.remote(job.job_id, spec) for n in nodes],
+            *[job.actor(n).check_copy(job.job_id, spec) for n in nodes],
             return_exceptions=True)
         verdicts = dict(zip(nodes, outcomes, strict=True))
         bad = [n for n, v in verdicts.items() if v == "bad"]
@@ -100,10 +103,10 @@ async def check_senders(job: Job, pending: dict[asyncio.Future[Any], Assignment]
         pieces = [(task_id, i) for i in range(spec.num_pieces)]
         for piece in pieces:
             job.crc.pop(piece, None)  # maybe a bad copy's: the next source's stand
-        for fut in [f for f, a in pending.items()
-                    if a.piece[0] == task_id and a.source != ORIGIN]:
-            del pending[fut]  # into assemblies begun anew below
-            fut.cancel()
+        for batch in pending.values():
+            for i, a in enumerate(batch):
+                if a is not None and a.source != ORIGIN and a.piece[0] == task_id:
+                    batch[i] = None  # into an assembly begun anew below: not wanted
         state.retake(pieces, keep=[n for n, v in verdicts.items() if v == "good"])
         for node in bad:
             if node in job.peers and node not in job.node_error:
@@ -111,9 +114,9 @@ async def check_senders(job: Job, pending: dict[asyncio.Future[Any], Assignment]
                 state.add_peer(node, [task_id])  # it had it from its cache: now a want
                 job.reopen_node(node)  # its placement of the file was taken back
         renewing = [n for n in {*job.peers} - set(job.node_error) if verdicts.get(n) != "good"]
-        outcomes = await asyncio.gather(*[job.actor(n).renew.remote(spec) for n in renewing],
-                                        return_exceptions=True)
-        for node, outcome in zip(renewing, outcomes, strict=True):
+        renewed = await asyncio.gather(*[job.actor(n).renew(spec) for n in renewing],
+                                       return_exceptions=True)
+        for node, outcome in zip(renewing, renewed, strict=True):
             if isinstance(outcome, BaseException):
                 job.fail_node(node, describe(outcome))
                 state.remove_holder(node)

@@ -18,6 +18,7 @@ import ray
 
 from raydf.cluster.peer import SERVE_GROUP, PeerActor
 from raydf.cluster.placement import NAMESPACE
+from raydf.cluster.protocol import Lent
 
 __all__ = ["CorruptingPeer", "install_corrupting_peer"]
 
@@ -31,15 +32,15 @@ class CorruptingPeer(PeerActor):
         self.corrupted_lends = 0
 
     @ray.method(concurrency_group=SERVE_GROUP)
-    def lend(self, task_id: str, index: int) -> list[Any]:  # type: ignore[override]
-        ref, crc = super().lend(task_id, index)  # type: ignore[operator]
-        bad = np.array(ray.get(ref), dtype=np.uint8, copy=True)
+    def lend(self, task_id: str, index: int) -> Lent:  # type: ignore[override]
+        lent: Lent = super().lend(task_id, index)  # type: ignore[operator]
+        bad = np.array(ray.get(lent.ref), dtype=np.uint8, copy=True)
         if len(bad):
             bad[len(bad) // 2] ^= 0xFF
         bad_ref = ray.put(bad)
         self._bad[(task_id, index)] = bad_ref
         self.corrupted_lends += 1
-        return [bad_ref, crc]
+        return Lent(bad_ref, lent.crc)
 
     def corrupted(self) -> int:
         """How many pieces it lent with a flipped byte."""
