@@ -77,6 +77,7 @@ class SmallRun:
     cdn: int  # the CDN's listener (LFS bytes)
     origin_bytes: int
     ok: bool
+    statuses: dict[str, int]  # answers by HTTP status: a retry shows as a 5xx, 403 or a cut
 
 
 def hf_snapshot_here(repo_id: str, dest: str, endpoint: str) -> float:
@@ -121,7 +122,7 @@ def measure(bench: Bench, mode: str, runner: Runner, count: int, serial: int) ->
     listeners = stats["by_listener"]
     return SmallRun(mode, count, round(seconds, 3), stats["requests"],
                     listeners["hf"]["requests"], listeners["cdn"]["requests"],
-                    stats["download_bytes"], ok)
+                    stats["download_bytes"], ok, dict(sorted(stats["status_counts"].items())))
 
 
 @contextlib.contextmanager
@@ -176,9 +177,10 @@ def targets(runs: Sequence[SmallRun]) -> list[tuple[str, str, bool]]:
 
 def report_text(runs: Sequence[SmallRun], met: Sequence[tuple[str, str, bool]]) -> str:
     rows = [(r.mode, r.nodes, f"{r.seconds:.2f}", r.hub_requests, r.hub_only, r.cdn,
-             format_bytes(r.origin_bytes), "yes" if r.ok else "NO") for r in runs]
+             format_bytes(r.origin_bytes), "yes" if r.ok else "NO",
+             " ".join(f"{k}:{v}" for k, v in r.statuses.items())) for r in runs]
     table = format_table(("mode", "nodes", "seconds", "hub requests", "hub (API+resolve)",
-                          "CDN", "origin bytes", "ok"), rows)
+                          "CDN", "origin bytes", "ok", "answers"), rows)
     lines = [f"{'met ' if ok else 'MISSED'} {what}: {measured}" for what, measured, ok in met]
     return table + "\n\n" + "\n".join(lines)
 
