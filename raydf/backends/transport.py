@@ -414,6 +414,10 @@ class HubTransport:
                 response.close()
                 raise OriginUnavailable(f"{self.endpoint} sent a redirect without a Location")
             target = urljoin(str(response.url), location)
+            # Read the (empty or tiny) body of the redirect before letting go of it:
+            # an unread response closes its connection, and a new one per file is
+            # what a repo of thousands of small files cannot afford.
+            response.read()
             if stay_on_hub and _origin(target) != self._origin:
                 return response  # the caller reads the redirect itself
             response.close()

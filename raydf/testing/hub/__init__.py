@@ -95,9 +95,9 @@ from raydf.testing.hub.knobs import Knobs
 from raydf.testing.hub.modelscope import ModelScopeHandler
 from raydf.testing.hub.repos import RepoStore
 from raydf.testing.hub.server import HubState, Listener
-from raydf.testing.hub.synth import make_dataset, make_model, write_repo_meta
+from raydf.testing.hub.synth import make_dataset, make_model, make_small_files, write_repo_meta
 
-__all__ = ["HubEmulator", "make_dataset", "make_model", "write_repo_meta"]
+__all__ = ["HubEmulator", "make_dataset", "make_model", "make_small_files", "write_repo_meta"]
 
 if TYPE_CHECKING:  # typing.Self needs Python 3.11; annotations are never evaluated
     from typing_extensions import Self

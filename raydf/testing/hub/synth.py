@@ -106,6 +106,35 @@ def make_dataset(
     return folder
 
 
+def make_small_files(
+    root: Path | str,
+    repo_id: str,
+    count: int = 2000,
+    size: int = 16 * 2**10,
+    lfs_share: float = 0.5,
+    seed: int = 0,
+    repo_type: str = "datasets",
+) -> Path:
+    """Write a repo of ``count`` small files of ``size`` bytes each and return its folder.
+
+    The first ``round(count * lfs_share)`` are LFS (``data/shard-0000k.parquet``),
+    the others regular files (``meta/item-0000k.json``): a dataset of thousands of
+    files, as image and text datasets often are. Deterministic random bytes.
+    """
+    if count < 0 or size < 0 or not 0.0 <= lfs_share <= 1.0:
+        raise ValueError(f"want count >= 0, size >= 0 and 0 <= lfs_share <= 1, got "
+                         f"{count}, {size}, {lfs_share}")
+    folder = _fresh_folder(root, repo_type, repo_id)
+    lfs = round(count * lfs_share)
+    (folder / "data").mkdir()
+    (folder / "meta").mkdir()
+    rng = np.random.default_rng([seed, count, size])
+    for k in range(count):
+        rel = f"data/shard-{k:05d}.parquet" if k < lfs else f"meta/item-{k - lfs:05d}.json"
+        (folder / rel).write_bytes(rng.bytes(size))
+    return folder
+
+
 def write_repo_meta(
     root: Path | str,
     repo_id: str,
