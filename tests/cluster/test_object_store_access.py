@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from moto.server import ThreadedMotoServer
 from raydf.testing.cluster import LocalCluster
 
 MiB = 2**20
-BUCKET = "models"
+BUCKET = "access-models"
 FILES = {"config.json": b'{"hidden_size": 64}', "weights.bin": bytes(range(256)) * (6 * MiB // 256)}
 BIN = Path(sys.executable).parent
 AWS_VARS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE",
@@ -34,7 +35,7 @@ AWS_VARS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "
 
 @pytest.fixture(scope="module")
 def store() -> Iterator[tuple[str, dict[str, str]]]:
-    """A real S3 endpoint holding s3://models/org/model/, and a key it issued."""
+    """A real S3 endpoint holding s3://access-models/org/model/, and a key it issued."""
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
@@ -46,12 +47,12 @@ def store() -> Iterator[tuple[str, dict[str, str]]]:
     for name, data in FILES.items():
         s3.put_object(Bucket=BUCKET, Key=f"org/model/{name}", Body=data)
     iam = boto3.client("iam", **setup)
-    iam.create_user(UserName="reader")
-    iam.put_user_policy(UserName="reader", PolicyName="read", PolicyDocument=json.dumps({
+    iam.create_user(UserName="access-reader")
+    iam.put_user_policy(UserName="access-reader", PolicyName="read", PolicyDocument=json.dumps({
         "Version": "2012-10-17",
         "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}],
     }))
-    made = iam.create_access_key(UserName="reader")["AccessKey"]
+    made = iam.create_access_key(UserName="access-reader")["AccessKey"]
     key = {"AWS_ACCESS_KEY_ID": made["AccessKeyId"], "AWS_SECRET_ACCESS_KEY": made["SecretAccessKey"]}
     saved = moto.settings.INITIAL_NO_AUTH_ACTION_COUNT
     moto.settings.INITIAL_NO_AUTH_ACTION_COUNT = 0  # every request's key is checked from now
@@ -59,6 +60,8 @@ def store() -> Iterator[tuple[str, dict[str, str]]]:
         yield url, key
     finally:
         moto.settings.INITIAL_NO_AUTH_ACTION_COUNT = saved
+        # moto keeps its buckets and users per process: leave none to later modules.
+        urllib.request.urlopen(urllib.request.Request(f"{url}/moto-api/reset", method="POST"))
         server.stop()
 
 
@@ -85,7 +88,7 @@ def get(cluster: LocalCluster, dest: str, url: str, **aws: str) -> tuple[int, st
     env = {k: v for k, v in os.environ.items() if k not in AWS_VARS}
     env.update(aws, AWS_EC2_METADATA_DISABLED="true")
     done = subprocess.run(
-        [str(BIN / "raydf"), "get", "s3://models/org/model/", "-O", dest, "-r", "--address",
+        [str(BIN / "raydf"), "get", f"s3://{BUCKET}/org/model/", "-O", dest, "-r", "--address",
          str(cluster.address), "--no-progress"],
         capture_output=True, text=True, timeout=300, env=env)
     return done.returncode, done.stderr

@@ -80,6 +80,13 @@ def nothing_at(cluster: LocalCluster, dest: str) -> bool:
                if cluster.path_on(n, dest).exists())
 
 
+def fan_ok(hub: HubEmulator, url: str, dest: str, nodes: list[str]) -> None:
+    """Fan ``url`` out to ``nodes``; every node must succeed."""
+    request = make_request(url, dest, hub_options={"hf_endpoint": hub.hf_endpoint})
+    report = run_fanout(request, nodes)
+    assert report.ok, [n.error for n in report.nodes if not n.ok]
+
+
 def running_job(url: str) -> dict[str, Any] | None:
     try:
         sched = ray.get_actor(SCHEDULER_NAME, namespace=NAMESPACE)
@@ -262,10 +269,7 @@ def test_a_same_size_write_through_a_destination_is_never_placed_or_served_again
     n0, n1, _, n3 = cluster.node_ids
 
     def fan(dest: str, nodes: list[str]) -> None:
-        request = make_request("hf://org/poison", dest,
-                               hub_options={"hf_endpoint": hub.hf_endpoint})
-        report = run_fanout(request, nodes)
-        assert report.ok, [n.error for n in report.nodes if not n.ok]
+        fan_ok(hub, "hf://org/poison", dest, nodes)
 
     fan("/models/poison", [n0, n1])
     target = cluster.path_on(n0, f"/models/poison/{shard}")
@@ -310,10 +314,7 @@ def test_bit_rot_in_a_cached_blob_is_never_served_or_placed_and_the_job_complete
     n0, _, n2, _ = cluster.node_ids
 
     def fan(dest: str, nodes: list[str]) -> None:
-        request = make_request("hf://org/bitrot", dest,
-                               hub_options={"hf_endpoint": hub.hf_endpoint})
-        report = run_fanout(request, nodes)
-        assert report.ok, [n.error for n in report.nodes if not n.ok]
+        fan_ok(hub, "hf://org/bitrot", dest, nodes)
 
     fan("/models/bitrot", [n0])  # only node 0 holds the shard
     placed = cluster.path_on(n0, f"/models/bitrot/{shard}")
@@ -329,8 +330,8 @@ def test_bit_rot_in_a_cached_blob_is_never_served_or_placed_and_the_job_complete
         assert not list(cluster.node_root(node).rglob("*.partial"))
     used = hub.stats()["by_file"].get(f"hf:models/org/bitrot:{shard}", {}).get("bytes", 0)
     assert used <= (src / shard).stat().st_size  # the origin supplied it once, no more
-    record("bit rot in a cached blob (mtime unchanged)",
-           "the sender's copy hashed and dropped; both nodes byte-identical, the file "
+    record("a cached blob written, its mtime set back",
+           "its ctime moved: hashed again and dropped; both nodes byte-identical, the file "
            "read once from the origin", hub.stats()["download_bytes"], repo_bytes(src))
 
 
@@ -342,10 +343,7 @@ def test_a_copy_rotten_below_the_file_system_is_blamed_on_its_node_and_the_job_h
     n0, _, _, n3 = cluster.node_ids
 
     def fan(dest: str, nodes: list[str]) -> None:
-        request = make_request("hf://org/media-rot", dest,
-                               hub_options={"hf_endpoint": hub.hf_endpoint})
-        report = run_fanout(request, nodes)
-        assert report.ok, [n.error for n in report.nodes if not n.ok]
+        fan_ok(hub, "hf://org/media-rot", dest, nodes)
 
     fan("/models/media-rot", [n0])
     placed = cluster.path_on(n0, f"/models/media-rot/{shard}")
