@@ -220,15 +220,24 @@ class NodeCache:
             return None
         if self._stamp(key) == _stamp_of(st):
             return path
-        try:  # changed since verified, or verified before stamps were kept
-            verify_file(path, file)
-        except IntegrityError as err:
-            _LOG.warning("raydf cache: %s changed on disk after it was verified (%s); "
-                         "dropped, it will be fetched again", path, err)
-            self.remove(key)
+        # Changed since verified, or verified before stamps were kept.
+        if not self.recheck(path, file):
             return None
         self._write_stamp(key, path)
         return path
+
+    def recheck(self, path: Path, file: RemoteFile) -> bool:
+        """Hash the blob ``path`` of ``file`` again; if it fails, drop it (and its
+        aliases) so the file is fetched again. Whether it was good."""
+        try:
+            verify_file(path, file)
+        except IntegrityError as err:
+            _LOG.warning("raydf cache: %s changed after it was verified (%s); "
+                         "dropped, it will be fetched again", path, err)
+            if file.content_key:
+                self.remove(file.content_key)
+            return False
+        return True
 
     def _stamp(self, key: str) -> str | None:
         try:
