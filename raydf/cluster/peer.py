@@ -65,6 +65,7 @@ DEFAULT_BUDGET_FRACTION = 0.3  # of the node's object store, when no budget is g
 # with many jobs at once).
 SERVE_GROUP = "serve"
 SERVE_THREADS = 16
+CALL_THREADS = 32  # every other call at once: joins, pull batches, cache commands
 # Incomplete files of jobs that ended (Ctrl-C, a failure) are kept, pieces and
 # all, for the next job that wants them; beyond this many the oldest go.
 MAX_PARKED = 256

@@ -22,7 +22,7 @@ import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from raydf.cluster.handles import SchedulerHandle, SeedHandle
-from raydf.cluster.peer import SERVE_GROUP, SERVE_THREADS, PeerActor
+from raydf.cluster.peer import CALL_THREADS, SERVE_GROUP, SERVE_THREADS, PeerActor
 from raydf.cluster.placement import NAMESPACE, SCHEDULER_NAME, SEED_RESOURCE, alive_nodes, on_head
 from raydf.cluster.scheduler import SchedulerActor
 from raydf.errors import ConfigError, RaydfError
@@ -195,7 +195,7 @@ def peer_for(node_id: str, actor_class: type[PeerActor] = PeerActor) -> Any:
         lifetime="detached",
         get_if_exists=True,
         num_cpus=0,
-        max_concurrency=32,
+        max_concurrency=CALL_THREADS,
         scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False),
     ).remote(node_id)
 

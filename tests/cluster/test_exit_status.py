@@ -22,9 +22,15 @@ import pytest
 import ray
 
 import raydf
-from raydf.cluster.service import NAMESPACE, SCHEDULER_NAME
+from raydf.backends.base import RemoteFile
+from raydf.cluster.handles import PeerHandle
+from raydf.cluster.peer import CALL_THREADS, PULL_THREADS
+from raydf.cluster.protocol import PeerJoin, Pull, PullBatch, PullFailed, Received
+from raydf.cluster.service import NAMESPACE, SCHEDULER_NAME, peer_for
+from raydf.cluster.spec import TaskSpec
 from raydf.errors import RaydfError
 from raydf.testing.cluster import LocalCluster, wait_until
+from raydf.testing.faults import StalledLender
 from raydf.testing.hub import HubEmulator, make_model, write_repo_meta
 
 pytestmark = pytest.mark.cluster
@@ -142,6 +148,50 @@ def test_ten_different_jobs_at_once_on_two_nodes_all_complete(
         assert report.ok, (i, [n.error for n in report.nodes])
         for node in cluster.node_ids:
             assert files_of(cluster.path_on(node, f"/models/many{i}")) == files_of(sources[i])
+
+
+def test_a_peer_whose_every_thread_waits_on_a_stalled_holder_still_lends(
+    cluster: LocalCluster, hub: HubEmulator, hub_root: Path,
+) -> None:
+    """Many jobs at once can make every call thread of every peer a pull waiting
+    on another peer's lend. Here node b's peer has every call thread (and every
+    pull thread) taken by pulls whose bytes do not come; node a then pulls from
+    b, and must get its piece: lends have threads of their own. (When lends
+    shared the call threads, a's lend waited out LEND_TIMEOUT and the pull failed.)"""
+    src = repo(hub_root, "org/lendfree", {"w.bin": os.urandom(MiB)})
+    a, b = cluster.node_ids
+    first = raydf.fanout("hf://org/lendfree", "/models/lendfree", hf_endpoint=hub.hf_endpoint,
+                         nodes="raydf/sim-node=1")
+    assert [n.node_id for n in first.nodes if n.ok] == [b], [n.error for n in first.nodes]
+    _, tasks = ray.get(ray.get_actor(SCHEDULER_NAME, namespace=NAMESPACE)
+                       .job_plan.remote(first.job_id))
+    peer_a, peer_b = PeerHandle(peer_for(a)), PeerHandle(peer_for(b))
+    lend_job, stalled_job = "lend-free-test", "stalled-test"
+    busy = CALL_THREADS + 4  # more pulls than b has threads for them
+    never = RemoteFile("never.bin", "never.bin", busy * 1024, sha256="0" * 64)
+    blocked = TaskSpec("never", never, ("never.bin",), 1024)
+    stalled = StalledLender.remote()
+    ray.get(peer_b.offer(PeerJoin(lend_job, tuple(tasks))))
+    ray.get(peer_a.prepare(PeerJoin(lend_job, tuple(tasks), "/models/lendfree-a")))
+    ray.get(peer_b.prepare(PeerJoin(stalled_job, (blocked,))))
+    waiting = [peer_b.pull_batch(PullBatch(stalled_job, (Pull("never", i, None, "stalled"),),
+                                           {"stalled": PeerHandle(stalled)}))
+               for i in range(busy)]
+    try:
+        wait_until("every pull thread of b to wait on the stalled bytes",
+                   lambda: ray.get(stalled.waiting.remote()) >= PULL_THREADS)
+        pulls = tuple(Pull(t.task_id, i, None, b) for t in tasks for i in range(t.num_pieces))
+        outcomes = ray.get(peer_a.pull_batch(PullBatch(lend_job, pulls, {b: peer_b})),
+                           timeout=300)
+        assert all(isinstance(o, Received) for o in outcomes), outcomes
+        assert files_of(cluster.path_on(a, "/models/lendfree-a")) == files_of(src)
+    finally:
+        ray.get(stalled.open.remote())
+        gave_up = [o for batch in ray.get(waiting, timeout=300) for o in batch]
+        for peer, job, discard in ((peer_a, lend_job, []), (peer_b, lend_job, []),
+                                   (peer_b, stalled_job, ["never"])):
+            ray.get(peer.finish_job(job, discard))
+    assert len(gave_up) == busy and all(isinstance(o, PullFailed) for o in gave_up), gave_up
 
 
 def test_a_second_revision_into_a_destination_being_written_is_refused_never_mixed(
