@@ -115,7 +115,7 @@ def run_fanout(
     import ray
 
     from raydf.cluster.handles import PeerHandle
-    from raydf.cluster.protocol import JobSpec
+    from raydf.cluster.protocol import JobRequest
     from raydf.cluster.service import (
         existing_peers,
         fingerprint,
@@ -124,8 +124,6 @@ def run_fanout(
         seed_for,
         unwrap,
     )
-    from raydf.cluster.spec import tasks_of
-    from raydf.layout import hf_cache_layout
 
     limits = limits or Limits()
     peers = {node: PeerHandle(peer_for(node)) for node in nodes}
@@ -142,38 +140,22 @@ def run_fanout(
         if ray.get(sched.join(running, peers, caller)):
             return _await_report(sched, running, nodes, request, limits, progress, caller)
     job = uuid.uuid4().hex[:12]
-    submitted = False
-    seed = None
+    ask = JobRequest(job, request.without_secrets(), place, limits, memory_budget, key, caller)
     try:
+        # The token goes to the seed only; the scheduler lists, plans and runs the
+        # job with it, and owns the seed from here (it dies with the job).
         seed = seed_for(sched, request, limits.origin_fetches)
-        plan = ray.get(seed.plan())
-        tasks = tasks_of(plan)
-        ray.get(seed.add_tasks(tasks))
-        aux: list[tuple[str, str]] = []
-        if request.layout == "hf-cache":
-            revision = request.backend_options.revision or "main"
-            tasks, aux = hf_cache_layout(plan, tasks, request.source, revision)
-        spec = JobSpec(job_id=job, plan=plan, tasks=tuple(tasks),
-                       dest=str(request.dest_dir) if place else "", limits=limits,
-                       memory_budget=memory_budget, fingerprint=key, aux=tuple(aux),
-                       caller=caller)
         holders = {n: PeerHandle(p) for n, p in existing_peers().items()}
-        submitting = sched.submit(spec, seed, peers, holders)
-        submitted = True  # from here the scheduler owns the seed
-        ray.get(submitting)
+        ray.get(sched.start(ask, seed, peers, holders))
     except BaseException as exc:
-        if submitted:
-            # Ctrl-C (or an error) while the job was being submitted: calls to
-            # the scheduler run in order, so this cancel follows the submit.
-            with contextlib.suppress(Exception):
-                ray.get(sched.cancel(job, nodes, caller))
-        elif seed is not None:
-            seed.kill()
+        # Ctrl-C (or an error) while the job was being planned or started: the
+        # scheduler stops it before it starts, or cancels it if it runs.
+        with contextlib.suppress(Exception):
+            ray.get(sched.cancel(job, nodes, caller))
         ray.get(sched.release(key))
         if isinstance(exc, Exception):
             raise unwrap(exc) from None
         raise
-    # The seed is the scheduler's now (and dies with it).
     return _await_report(sched, job, nodes, request, limits, progress, caller)
 
 
@@ -218,9 +200,7 @@ def _await_report(
             polling = sched.poll(job, caller, nodes, seen, wait_s)
             if status.needs_seed:
                 # Only callers hold the token, so a caller makes the replacement.
-                seed = seed_for(sched, request, limits.origin_fetches)
-                ray.get(seed.adopt(*ray.get(sched.job_plan(job))))
-                ray.get(sched.add_seed(job, seed))
+                ray.get(sched.add_seed(job, seed_for(sched, request, limits.origin_fetches)))
             if progress:
                 bar = bar or ProgressBar(status.bytes * len(nodes), request.source.name)
                 # Per node: the slowest node's share, and how many are complete.

@@ -17,6 +17,7 @@ from raydf.backends.base import Secret
 from raydf.cluster.protocol import (
     Fetched,
     Holdings,
+    JobRequest,
     JobSpec,
     JobStatus,
     Lent,
@@ -124,6 +125,11 @@ class SchedulerHandle(_Handle):
 
     def new_seed(self, fetches: int) -> ObjectRef[SeedHandle]:
         return self.actor.new_seed.remote(fetches)  # type: ignore[no-any-return]
+
+    def start(self, ask: JobRequest, seed: SeedHandle, peers: dict[str, PeerHandle],
+              holders: dict[str, PeerHandle]) -> ObjectRef[str]:
+        """Plan the job (the seed lists the repo) and start it; its id once it runs."""
+        return self.actor.start.remote(ask, seed, peers, holders)  # type: ignore[no-any-return]
 
     def submit(self, spec: JobSpec, seed: SeedHandle, peers: dict[str, PeerHandle],
                holders: dict[str, PeerHandle]) -> ObjectRef[str]:

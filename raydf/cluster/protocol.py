@@ -8,7 +8,8 @@ here, fakes in tests.
 
 Who sends what::
 
-    caller    ──JobSpec──────────────▶ scheduler      (submit; JobStatus back on poll)
+    caller    ──JobRequest + seed────▶ scheduler      (start; JobStatus back on poll)
+    scheduler ──plan()───────────────▶ seed           (RepoPlan back: then plan_job)
     scheduler ──PeerJoin─────────────▶ peer           (Holdings back)
     scheduler ──PullBatch────────────▶ peer           (one PullOutcome per Pull, in order)
     peer      ──lend(task, index)────▶ holder         (Lent back)
@@ -27,6 +28,7 @@ from typing import Any
 
 from raydf.blame import Fault
 from raydf.cluster.spec import TaskSpec
+from raydf.options import Request
 from raydf.plan import RepoPlan
 from raydf.policy import Limits
 
@@ -35,6 +37,7 @@ __all__ = [
     "FileCorrupt",
     "FileUnplaced",
     "Holdings",
+    "JobRequest",
     "JobSpec",
     "JobStatus",
     "Lent",
@@ -51,8 +54,23 @@ __all__ = [
 
 
 @dataclass(frozen=True)
+class JobRequest:
+    """What a caller asks the scheduler for: the scheduler lists the repo through
+    the seed the caller gave the token to, and plans the job (see
+    :func:`raydf.cluster.planning.plan_job`)."""
+
+    job_id: str  # the caller's own id for it, so it can cancel a start it was interrupted in
+    request: Request  # without its token (``Request.without_secrets``): seeds hold it
+    place: bool = True  # False fills the nodes' caches only (``raydf warm``)
+    limits: Limits = field(default_factory=Limits)
+    memory_budget: int | None = None
+    fingerprint: str | None = None
+    caller: str = ""
+
+
+@dataclass(frozen=True)
 class JobSpec:
-    """A caller's job, as it submits it to the scheduler (no token: seeds hold it)."""
+    """A planned job, as the scheduler runs it (no token: seeds hold it)."""
 
     job_id: str
     plan: RepoPlan

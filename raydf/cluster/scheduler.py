@@ -38,7 +38,9 @@ from raydf.cluster.handles import PeerHandle, SeedHandle
 from raydf.cluster.job import Job, describe
 from raydf.cluster.metrics import log_event, metrics
 from raydf.cluster.placement import alive_nodes, seed_options
+from raydf.cluster.planning import plan_job
 from raydf.cluster.protocol import (
+    JobRequest,
     JobSpec,
     JobStatus,
     PeerJoin,
@@ -73,6 +75,7 @@ class SchedulerActor:
         # fingerprint -> (destination, nodes, url) of the jobs writing somewhere
         self._writers: dict[str, tuple[str, frozenset[str], str]] = {}
         self._standby: SeedHandle | None = None
+        self._planning: dict[str, bool] = {}  # job being planned -> cancelled meanwhile
         # This incarnation: peers drop jobs of an earlier one (it died mid-job).
         self.epoch = uuid.uuid4().hex
         self._lease_watch: asyncio.Task[None] | None = None
@@ -200,6 +203,38 @@ class SchedulerActor:
 
     # -- jobs ------------------------------------------------------------
 
+    async def start(self, ask: JobRequest, seed: SeedHandle, peers: dict[str, PeerHandle],
+                    holders: dict[str, PeerHandle] | None = None) -> str:
+        """Plan and start the job ``ask`` on ``peers``, taking over ``seed`` (which
+        holds the caller's token); returns the job's id once it runs.
+
+        The caller claimed ``ask.fingerprint`` (see :meth:`claim`). The seed lists
+        the repo (and the hub judges the token) here; a listing that fails kills
+        the seed, lets the next caller lead, and raises the raydf error. A
+        :meth:`cancel` that came while planning stops the job before it starts.
+        """
+        self._planning[ask.job_id] = False
+        try:
+            plan = await seed.plan()
+            spec = plan_job(ask, plan)
+            await seed.add_tasks(list(spec.tasks))
+        except BaseException as exc:
+            self._end_planning(ask, seed)
+            cause = getattr(exc, "cause", None)
+            raise (cause if isinstance(cause, RaydfError) else exc) from None
+        if self._planning.get(ask.job_id):
+            self._end_planning(ask, seed)  # its caller cancelled: nothing starts
+            return ask.job_id
+        del self._planning[ask.job_id]
+        return await self.submit(spec, seed, peers, holders)
+
+    def _end_planning(self, ask: JobRequest, seed: SeedHandle) -> None:
+        """A job that will not start: its seed (and token) go, the next caller leads."""
+        self._planning.pop(ask.job_id, None)
+        seed.kill()
+        if ask.fingerprint is not None:
+            self.release(ask.fingerprint)
+
     async def submit(self, spec: JobSpec, seed: SeedHandle, peers: dict[str, PeerHandle],
                      holders: dict[str, PeerHandle] | None = None) -> str:
         """Start the job ``spec`` (taking over ``seed``) on ``peers``; returns its id at once.
@@ -275,7 +310,7 @@ class SchedulerActor:
         )
 
     def job_plan(self, job_id: str) -> tuple[RepoPlan, list[TaskSpec]]:
-        """What a replacement seed needs to take over the job."""
+        """A job's plan and tasks (what a replacement seed adopts)."""
         job = self._jobs[job_id]
         return job.plan, list(job.tasks.values())
 
@@ -353,8 +388,11 @@ class SchedulerActor:
                 job.complete_node(node)
 
     async def add_seed(self, job_id: str, seed: SeedHandle) -> bool:
-        """A caller's replacement for a lost seed (only callers hold the token)."""
+        """A caller's replacement for a lost seed (only callers hold the token):
+        it takes over the job's plan, listing nothing again."""
         job = self._jobs.get(job_id)
+        if job is not None and not job.closed and job.seed is None:
+            await seed.adopt(job.plan, list(job.tasks.values()))
         if job is None or job.closed or job.seed is not None or job.state is None:
             seed.kill()
             return False
@@ -370,7 +408,11 @@ class SchedulerActor:
         those no other live caller waits for leave the job; once no node is left
         waiting, the job stops (what nodes received is kept for a re-run)."""
         job = self._jobs.get(job_id)
-        if job is None or job.closed or job.state is None:
+        if job is None:
+            if job_id in self._planning:
+                self._planning[job_id] = True  # still being planned: see start
+            return
+        if job.closed or job.state is None:
             return
         job.leases.pop(caller, None)
         still_wanted = {n for wanted, _ in job.leases.values() for n in wanted}

@@ -26,7 +26,7 @@ from raydf.backends.base import RemoteFile
 from raydf.cluster.handles import PeerHandle
 from raydf.cluster.peer import CALL_THREADS, PULL_THREADS
 from raydf.cluster.protocol import PeerJoin, Pull, PullBatch, PullFailed, Received
-from raydf.cluster.service import NAMESPACE, SCHEDULER_NAME, peer_for
+from raydf.cluster.service import NAMESPACE, SCHEDULER_NAME, peer_for, scheduler
 from raydf.cluster.spec import TaskSpec
 from raydf.errors import RaydfError
 from raydf.testing.cluster import LocalCluster, wait_until
@@ -163,8 +163,7 @@ def test_a_peer_whose_every_thread_waits_on_a_stalled_holder_still_lends(
     first = raydf.fanout("hf://org/lendfree", "/models/lendfree", hf_endpoint=hub.hf_endpoint,
                          nodes="raydf/sim-node=1")
     assert [n.node_id for n in first.nodes if n.ok] == [b], [n.error for n in first.nodes]
-    _, tasks = ray.get(ray.get_actor(SCHEDULER_NAME, namespace=NAMESPACE)
-                       .job_plan.remote(first.job_id))
+    _, tasks = ray.get(scheduler().job_plan(first.job_id))
     peer_a, peer_b = PeerHandle(peer_for(a)), PeerHandle(peer_for(b))
     lend_job, stalled_job = "lend-free-test", "stalled-test"
     busy = CALL_THREADS + 4  # more pulls than b has threads for them
