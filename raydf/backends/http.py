@@ -19,7 +19,8 @@ from typing import ClassVar
 import httpx
 
 from raydf.backends.base import BackendOptions, RemoteFile, resolves
-from raydf.backends.transport import HubTransport, RetryPolicy
+from raydf.backends.ratelimit import RetryPolicy
+from raydf.backends.transport import HubTransport
 from raydf.errors import AccessDenied, EntryNotFound, HubError, InvalidURL
 from raydf.uri import Source
 

@@ -40,10 +40,10 @@ from urllib.parse import quote, urljoin
 import httpx
 
 from raydf.backends.base import BackendOptions, RemoteFile, resolves, under_source
+from raydf.backends.ratelimit import RetryPolicy
 from raydf.backends.transport import (
     STALL_TIMEOUT_S,
     HubTransport,
-    RetryPolicy,
     expires_at,
     expiring,
 )

@@ -20,7 +20,7 @@ from raydf.backends import BackendOptions
 from raydf.backends.base import Backend, RemoteFile
 from raydf.backends.huggingface import HuggingFaceBackend
 from raydf.backends.modelscope import ModelScopeBackend
-from raydf.backends.transport import RequestBudget
+from raydf.backends.ratelimit import RequestBudget
 from raydf.cli import main
 from raydf.testing.hub import HubEmulator, make_dataset, make_model
 from raydf.uri import parse_url

@@ -22,7 +22,7 @@ import pytest
 from raydf.backends import BackendOptions
 from raydf.backends.huggingface import HuggingFaceBackend
 from raydf.backends.modelscope import ModelScopeBackend
-from raydf.backends.transport import RetryPolicy
+from raydf.backends.ratelimit import RetryPolicy
 from raydf.cli import main
 from raydf.testing.hub import HubEmulator, make_model, write_repo_meta
 from raydf.uri import parse_url

@@ -11,7 +11,7 @@ import pytest
 from raydf.backends import BackendOptions
 from raydf.backends.huggingface import HuggingFaceBackend
 from raydf.backends.modelscope import ModelScopeBackend
-from raydf.backends.transport import RetryPolicy
+from raydf.backends.ratelimit import RetryPolicy
 from raydf.errors import OriginUnavailable, RateLimited
 from raydf.testing.hub import HubEmulator, make_model
 from raydf.uri import parse_url
