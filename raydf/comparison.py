@@ -137,10 +137,18 @@ class Run:
     origin_bytes: int
     origin_requests: int
     ok: bool  # every node has every file, at its size
+    cpu_seconds: float | None = None  # CPU all the cluster's Ray processes spent on the run
 
     @property
     def origin(self) -> tuple[float | None, float | None]:
         return self.bandwidth, self.per_connection
+
+    @property
+    def cpu_per_gb(self) -> float | None:
+        """CPU seconds per GB delivered to nodes (the repo times the node count)."""
+        if self.cpu_seconds is None:
+            return None
+        return self.cpu_seconds / (self.repo_bytes * self.nodes / 1e9)
 
     @property
     def origin_ratio(self) -> float:
@@ -199,11 +207,27 @@ def evaluate(runs: Sequence[Run], comparisons: Sequence[Comparison]) -> list[Tar
         if origin[0] is None:
             targets += _uncapped_targets(origin_label(*origin), cmp)
         else:
-            targets += _capped_targets(origin_label(*origin), own, cmp)
+            others = [r for r in runs if r.mode != RAYDF and r.origin == origin]
+            targets += _capped_targets(origin_label(*origin), own, cmp, others)
     return targets
 
 
-def _capped_targets(label: str, own: list[Run], cmp: list[Comparison]) -> list[Target]:
+def _cpu_targets(label: str, own: list[Run], others: list[Run]) -> list[Target]:
+    """raydf's CPU per delivered GB below the broadcast's, at the largest N both ran."""
+    theirs = {r.nodes: r.cpu_per_gb for r in others if r.mode == "broadcast"}
+    both = [r for r in own if r.cpu_per_gb is not None and theirs.get(r.nodes) is not None]
+    if not both:
+        return []
+    top = max(both, key=lambda r: r.nodes)
+    mine, broadcast = top.cpu_per_gb, theirs[top.nodes]
+    assert mine is not None and broadcast is not None
+    return [Target(label, f"CPU s per delivered GB, N={top.nodes}",
+                   f"{mine:.2f} vs broadcast {broadcast:.2f}", "below the broadcast's",
+                   mine < broadcast)]
+
+
+def _capped_targets(label: str, own: list[Run], cmp: list[Comparison],
+                    others: list[Run]) -> list[Target]:
     ratios = [r.origin_ratio for r in own]
     worst = max(ratios, key=lambda x: abs(x - 1))
     span = ",".join(str(r.nodes) for r in own)
@@ -222,6 +246,7 @@ def _capped_targets(label: str, own: list[Run], cmp: list[Comparison]) -> list[T
         targets.append(Target(label, f"speed-up over direct, N={top.nodes}",
                               f"{top.speedup['direct']:.2f}x", f">= {goal:.1f}x",
                               top.speedup["direct"] >= goal))
+    targets += _cpu_targets(label, own, others)
     vs_broadcast = [c for c in cmp if "broadcast" in c.speedup]
     if vs_broadcast:
         low = min(vs_broadcast, key=lambda c: c.speedup["broadcast"])
@@ -243,6 +268,7 @@ def report_text(runs: Sequence[Run], comparisons: Sequence[Comparison],
     modes = list(dict.fromkeys(m for c in comparisons for m in c.speedup))
     run_rows = [(origin_label(*r.origin), r.mode, r.nodes, f"{r.seconds:.1f}",
                  f"{min(r.node_seconds):.1f}", f"{r.origin_ratio:.2f}", r.origin_requests,
+                 "-" if r.cpu_per_gb is None else f"{r.cpu_per_gb:.2f}",
                  "ok" if r.ok else "FAILED") for r in runs]
     cmp_rows = [(origin_label(c.bandwidth, c.per_connection), c.nodes,
                  "-" if c.scaling is None else f"{c.scaling:.2f}",
@@ -251,7 +277,7 @@ def report_text(runs: Sequence[Run], comparisons: Sequence[Comparison],
     target_rows = [(t.origin, t.name, t.value, t.goal, "met" if t.met else "MISSED") for t in targets]
     parts = [
         format_table(("origin", "mode", "N", "seconds", "first node", "origin/repo",
-                      "origin requests", "files"), run_rows),
+                      "origin requests", "CPU s/GB", "files"), run_rows),
         format_table(("origin", "N", "raydf T(N)/T(1)", *(f"raydf vs {m}" for m in modes)),
                      cmp_rows),
     ]

@@ -228,7 +228,8 @@ def measure(bench: Bench, mode: str, runner: Runner, count: int) -> Run:
     """One cold run of ``runner`` to the first ``count`` nodes.
 
     Cold: node caches emptied, a fresh destination (removed afterwards), the
-    emulator's counters zeroed, the disk synced.
+    emulator's counters zeroed, the disk synced. The CPU the cluster's Ray
+    processes spent is counted from the start to the last node done.
     """
     nodes = bench.cluster.node_ids[:count]
     dest = f"{DEST_ROOT}/{mode}-{count}-{next(bench.serial)}"
@@ -240,7 +241,8 @@ def measure(bench: Bench, mode: str, runner: Runner, count: int) -> Run:
     os.sync()
     started = time.time()
     try:
-        done = runner(bench, nodes, dest)
+        with bench.cluster.cpu_meter() as cpu:
+            done = runner(bench, nodes, dest)
         stats = bench.hub.stats()
         ok = all(repo_files(bench.cluster.path_on(n, dest)) == bench.files for n in nodes)
     finally:
@@ -249,7 +251,7 @@ def measure(bench: Bench, mode: str, runner: Runner, count: int) -> Run:
     node_seconds = [round(t - started, 3) for t in done]
     return Run(mode, count, *bench.origin, seconds=max(node_seconds), node_seconds=node_seconds,
                repo_bytes=bench.repo_bytes, origin_bytes=stats["download_bytes"],
-               origin_requests=stats["requests"], ok=ok)
+               origin_requests=stats["requests"], ok=ok, cpu_seconds=round(cpu.seconds, 2))
 
 
 def warm_up(bench: Bench, runners: Mapping[str, Runner]) -> None:

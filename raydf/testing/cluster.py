@@ -10,22 +10,76 @@ four "nodes" on one disk do not write the same files. All Ray sockets are on
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-__all__ = ["LocalCluster", "seed_actors", "wait_until"]
+__all__ = ["CpuMeter", "LocalCluster", "burn_cpu", "seed_actors", "wait_until"]
 
 RAY_ENV = {
     "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
     "RAY_AUTH_MODE": "disabled",
     "RAY_USAGE_STATS_ENABLED": "0",
 }
+
+
+class CpuMeter:
+    """The CPU seconds a cluster's processes spend between enter and exit.
+
+    Raylets do not account for the workers they reap, so a thread samples
+    every process every ``every`` seconds: one that exits (a seed killed at the
+    end of its job) keeps what it had used at its last sample, and one that
+    starts counts from zero. What is lost is at most one interval of each
+    process that exits. ``samples`` counts the samples taken.
+    """
+
+    def __init__(self, cluster: LocalCluster, every: float = 0.25) -> None:
+        self._cluster = cluster
+        self._every = every
+        self._start: dict[tuple[int, float], float] = {}
+        self._last: dict[tuple[int, float], float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="raydf-cpu-meter", daemon=True)
+        self.samples = 0
+
+    def __enter__(self) -> CpuMeter:
+        self._start = self._cluster.process_cpu()
+        self._last = dict(self._start)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._every):
+            self._sample()
+
+    def _sample(self) -> None:
+        self._last.update(self._cluster.process_cpu())
+        self.samples += 1
+
+    @property
+    def seconds(self) -> float:
+        return sum(used - self._start.get(key, 0.0) for key, used in self._last.items())
+
+
+def burn_cpu(seconds: float) -> float:
+    """Spend ``seconds`` of this process's CPU; return what it used (a task for
+    tests of CPU accounting)."""
+    start = time.process_time()
+    while time.process_time() - start < seconds:
+        pass
+    return time.process_time() - start
 
 
 def wait_until(what: str, check: Callable[[], Any], timeout: float = 120.0) -> Any:
@@ -144,6 +198,29 @@ class LocalCluster:
         for root in self._roots.values():
             for blob in (root / "cache" / "blobs").glob("*"):
                 blob.unlink()
+
+    def cpu_meter(self, every: float = 0.25) -> CpuMeter:
+        """A meter of the CPU this cluster's processes spend while it is entered."""
+        return CpuMeter(self, every)
+
+    def process_cpu(self) -> dict[tuple[int, float], float]:
+        """CPU seconds (user + system) used so far by each process of this cluster,
+        keyed by (pid, start time): each node's Ray processes (GCS, raylet,
+        agents) and their descendants (workers, actors)."""
+        import psutil
+
+        assert self._cluster is not None, "the cluster is not started"
+        roots = [proc.pid for node in (self._cluster.head_node, *self._cluster.worker_nodes)
+                 for _, proc in node.live_processes()]
+        used: dict[tuple[int, float], float] = {}
+        for pid in roots:
+            with contextlib.suppress(psutil.Error):
+                root = psutil.Process(pid)
+                for proc in (root, *root.children(recursive=True)):
+                    with contextlib.suppress(psutil.Error):
+                        times = proc.cpu_times()
+                        used[(proc.pid, proc.create_time())] = times.user + times.system
+        return used
 
     def remove_node(self, node_id: str) -> None:
         """Kill a simulated node (its raylet and workers), as a crash would."""

@@ -10,7 +10,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 import raydf
 from raydf.cluster.service import NAMESPACE, SCHEDULER_NAME
-from raydf.testing.cluster import LocalCluster
+from raydf.testing.cluster import LocalCluster, burn_cpu, wait_until
 from raydf.testing.hub import HubEmulator, make_model
 
 MiB = 2**20
@@ -209,3 +209,26 @@ def _one_plain_download_requests(hub: HubEmulator, tmp_path: Path) -> int:
     finally:
         backend.close()
     return int(hub.stats()["requests"])
+
+
+
+@ray.remote(num_cpus=0)
+class _Burner:
+    def burn(self, seconds: float) -> float:
+        return burn_cpu(seconds)
+
+
+def test_the_cpu_meter_counts_workers_on_every_node_even_once_they_exited(
+    cluster: LocalCluster,
+) -> None:
+    """What the benchmarks charge a run (CPU s per delivered GB): an actor on a
+    simulated node burns CPU and is killed before the meter stops; its CPU counts."""
+    node = cluster.node_ids[-1]
+    with cluster.cpu_meter() as meter:
+        burner = _Burner.options(  # type: ignore[attr-defined]
+            scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False)).remote()
+        spent = ray.get(burner.burn.remote(0.5))
+        seen = meter.samples
+        wait_until("the meter to sample the burnt CPU", lambda: meter.samples > seen)
+        ray.kill(burner)
+    assert meter.seconds >= spent >= 0.5

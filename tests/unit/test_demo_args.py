@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -128,6 +129,28 @@ def test_targets_are_missed_on_extra_origin_bytes_slow_scaling_or_losing_to_broa
     assert met == {"origin bytes / repo bytes, N=1,8": False, "origin requests, N=1,8": False,
                    "raydf T(8)/T(1)": False, "speed-up over direct, N=8": False,
                    "speed-up over broadcast, worst N=1": False}
+
+
+@pytest.mark.parametrize(("raydf_cpu", "met"), [(3.0, True), (9.0, False)])
+def test_cpu_per_delivered_gb_is_compared_with_the_broadcast_at_the_largest_n(
+    raydf_cpu: float, met: bool,
+) -> None:
+    def costing(run: Run, cpu: float) -> Run:
+        return dataclasses.replace(run, cpu_seconds=cpu)
+
+    runs = [costing(_run("broadcast", 1, 12), 1.0), costing(_run("raydf", 1, 10), 9.0),
+            costing(_run("broadcast", 8, 25), 8.0), costing(_run("raydf", 8, 11.5), raydf_cpu)]
+    (target,) = [t for t in evaluate(runs, compare(runs)) if t.name.startswith("CPU")]
+    delivered_gb = 8 * REPO / 1e9
+    assert target.name == "CPU s per delivered GB, N=8"
+    assert target.value == f"{raydf_cpu / delivered_gb:.2f} vs broadcast {8.0 / delivered_gb:.2f}"
+    assert target.met is met
+    assert f"{raydf_cpu / delivered_gb:.2f}" in report_text(runs, compare(runs), [target])
+
+
+def test_runs_without_cpu_figures_have_no_cpu_target() -> None:
+    runs = [_run("broadcast", 2, 12), _run("raydf", 2, 10)]
+    assert not [t for t in evaluate(runs, compare(runs)) if t.name.startswith("CPU")]
 
 
 def test_uncapped_single_node_target_is_not_slower_than_huggingface_hub() -> None:
