@@ -63,6 +63,9 @@ STANDBY_FETCHES = Limits().origin_fetches  # origin reads at once of the standby
 CALLER_LEASE = 10.0
 LEASE_CHECK_EVERY = 1.0
 NODE_DEATH_WAIT = 45.0  # Ray's health checks mark a dead node within ~30 s
+# A seed handed to a caller (who gives it the token) that is neither started
+# nor added to a job within this long (the caller died in between) is killed.
+HANDED_SEED_TIMEOUT = 120.0
 
 
 class SchedulerActor:
@@ -75,6 +78,7 @@ class SchedulerActor:
         # fingerprint -> (destination, nodes, url) of the jobs writing somewhere
         self._writers: dict[str, tuple[str, frozenset[str], str]] = {}
         self._standby: SeedHandle | None = None
+        self._handed: set[SeedHandle] = set()  # given to callers, not yet in a job
         self._planning: dict[str, bool] = {}  # job being planned -> cancelled meanwhile
         # This incarnation: peers drop jobs of an earlier one (it died mid-job).
         self.epoch = uuid.uuid4().hex
@@ -181,9 +185,18 @@ class SchedulerActor:
         standby starts when a job ends, so its start-up (a worker process,
         about a CPU-second) does not slow the job."""
         if self._standby is None or fetches > STANDBY_FETCHES:
-            return self._spawn_seed(fetches)
-        seed, self._standby = self._standby, None
+            seed = self._spawn_seed(fetches)
+        else:
+            seed, self._standby = self._standby, None
+        self._handed.add(seed)
+        asyncio.get_running_loop().call_later(HANDED_SEED_TIMEOUT, self._reclaim, seed)
         return seed
+
+    def _reclaim(self, seed: SeedHandle) -> None:
+        """Kill a handed seed its caller never used (the token goes with it)."""
+        if seed in self._handed:
+            self._handed.discard(seed)
+            seed.kill()
 
     def current_epoch(self) -> str:
         """This incarnation's id (peers drop jobs of an earlier, dead one)."""
@@ -213,6 +226,7 @@ class SchedulerActor:
         the seed, lets the next caller lead, and raises the raydf error. A
         :meth:`cancel` that came while planning stops the job before it starts.
         """
+        self._handed.discard(seed)
         self._planning[ask.job_id] = False
         try:
             plan = await seed.plan()
@@ -390,6 +404,7 @@ class SchedulerActor:
     async def add_seed(self, job_id: str, seed: SeedHandle) -> bool:
         """A caller's replacement for a lost seed (only callers hold the token):
         it takes over the job's plan, listing nothing again."""
+        self._handed.discard(seed)
         job = self._jobs.get(job_id)
         if job is not None and not job.closed and job.seed is None:
             await seed.adopt(job.plan, list(job.tasks.values()))

@@ -48,6 +48,7 @@ class FakeSeed:
         self.plan_gate: asyncio.Event | None = None
         self.listing_asked = asyncio.Event()
         self.tasks: list[TaskSpec] = []
+        self.gone = asyncio.Event()  # set when killed
 
     async def plan(self) -> RepoPlan:
         self.listing_asked.set()
@@ -73,6 +74,7 @@ class FakeSeed:
 
     def kill(self) -> None:
         self.killed = True
+        self.gone.set()
 
 
 class FakePeer:
@@ -313,3 +315,29 @@ def test_a_caller_cancelling_while_its_job_is_planned_starts_nothing(
     assert job_id == "j2" and not exists
     assert a.prepared == [] and seed.fetched == []
     assert seed.killed
+
+
+def test_a_seed_handed_to_a_caller_that_never_uses_it_is_killed(
+    seeds: list[FakeSeed], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A caller killed between taking a seed (and giving it the token) and
+    starting its job leaves no seed behind; a seed whose job runs stays."""
+    monkeypatch.setattr(scheduler_module, "HANDED_SEED_TIMEOUT", 0.05)
+
+    async def scenario() -> tuple[FakeSeed, bool, FakeSeed]:
+        scheduler = SchedulerActor()
+        unused = cast(FakeSeed, await scheduler.new_seed(4))
+        used = cast(FakeSeed, await scheduler.new_seed(4))
+        last = cast(FakeSeed, await scheduler.new_seed(4))  # handed last: reclaimed last
+        used.listing = listing(("a.bin", MiB, "1" * 64))
+        busy = FakePeer()
+        busy.pull_gate = asyncio.Event()  # the job stays running
+        await scheduler.start(ask_for("hf://org/m", "/models/m"), as_seed(used),
+                              as_peers(a=busy))
+        await asyncio.wait_for(last.gone.wait(), 10)  # every reclaim timer has run
+        await asyncio.wait_for(busy.pulling.wait(), 10)
+        return unused, used.killed, last
+
+    unused, used_killed, last = asyncio.run(scenario())
+    assert unused.killed and last.killed
+    assert not used_killed  # (the job is cancelled as the test's event loop closes)
