@@ -39,7 +39,8 @@ class TaskSpec:
 
     @property
     def num_pieces(self) -> int:
-        return len(self.pieces)
+        """``len(self.pieces)``, without making them (it is asked per piece)."""
+        return max(1, -(-self.size // self.piece_length))
 
     def piece(self, index: int) -> Piece:
         start = index * self.piece_length

@@ -8,6 +8,8 @@ from itertools import pairwise
 from hypothesis import given
 from hypothesis import strategies as st
 
+from raydf.backends.base import RemoteFile
+from raydf.cluster.spec import TaskSpec
 from raydf.pieces import MAX_PIECE, MIN_PIECE, FileDigest, git_blob_sha1, piece_length, pieces_of
 
 
@@ -44,3 +46,9 @@ def test_file_digest_matches_hashlib_and_git() -> None:
     assert git.hexdigest() == git_blob_sha1(data)
     # `git hash-object` of "hello\n"
     assert git_blob_sha1(b"hello\n") == "ce013625030ba8dba906f756967f9e9ca394464a"
+
+
+@given(size=st.integers(0, 10**7), length=st.integers(1, 10**6))
+def test_a_tasks_piece_count_is_the_length_of_its_pieces(size: int, length: int) -> None:
+    task = TaskSpec("t", RemoteFile("f", "f", size), ("f",), length)
+    assert task.num_pieces == len(task.pieces)
