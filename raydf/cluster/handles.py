@@ -20,6 +20,7 @@ from raydf.cluster.protocol import (
     JobSpec,
     JobStatus,
     Lent,
+    LentBytes,
     PeerJoin,
     PullBatch,
     PullOutcome,
@@ -61,7 +62,7 @@ class PeerHandle(_Handle):
     def pull_batch(self, batch: PullBatch) -> ObjectRef[list[PullOutcome]]:
         return self.actor.pull_batch.remote(batch)  # type: ignore[no-any-return]
 
-    def lend(self, task_id: str, index: int) -> ObjectRef[Lent]:
+    def lend(self, task_id: str, index: int) -> ObjectRef[Lent | LentBytes]:
         return self.actor.lend.remote(task_id, index)  # type: ignore[no-any-return]
 
     def retake(self, job_id: str, task_id: str, fixed: dict[int, int]) -> ObjectRef[None]:
@@ -99,7 +100,7 @@ class SeedHandle(_Handle):
     def fetch(self, task_id: str, index: int) -> ObjectRef[Fetched]:
         return self.actor.fetch.remote(task_id, index)  # type: ignore[no-any-return]
 
-    def lend(self, task_id: str, index: int) -> ObjectRef[Lent]:
+    def lend(self, task_id: str, index: int) -> ObjectRef[Lent | LentBytes]:
         return self.actor.lend.remote(task_id, index)  # type: ignore[no-any-return]
 
     def release(self, pieces: list[tuple[str, int]]) -> ObjectRef[None]:

@@ -4,9 +4,11 @@ For each piece the scheduler assigns, the peer asks the holder to lend its
 ref, ``ray.get``s it (Ray moves it into this node's object store), checks its
 CRC-32, writes it at its offset into a partial file in the node cache, and
 re-puts it: the copy is then owned by this peer, so it outlives the seed and
-every other holder (see the Ray facts in DESIGN.md). Re-put pieces stay pinned
-within a memory budget (LRU); a piece let go is re-read from disk when someone
-asks for it. The whole-file digest is computed as pieces land, in order, and
+every other holder (see the Ray facts in DESIGN.md). A small piece (at most
+``INLINE_PIECE_BYTES``) comes inside the lend reply instead and is kept as
+bytes: no object, no owner. Kept pieces stay pinned within a memory budget
+(LRU, :mod:`raydf.cluster.pins`); a piece let go is re-read from disk when
+someone asks for it. The whole-file digest is computed as pieces land, in order, and
 checked when the last one lands (no second read of the file); only then is
 the file moved into the cache and placed at every destination.
 
@@ -22,13 +24,13 @@ import contextlib
 import os
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import ray
 
 from raydf.cache import InOrderDigests, NodeCache, node_path
@@ -36,12 +38,14 @@ from raydf.cluster.assembly import Assembly, read_piece, symlink_atomically, wri
 from raydf.cluster.destination import destination_problem_here
 from raydf.cluster.job import describe
 from raydf.cluster.metrics import log_event, metrics
+from raydf.cluster.pins import PinnedPieces, lent, payload_of
 from raydf.cluster.placement import NAMESPACE, SCHEDULER_NAME
 from raydf.cluster.protocol import (
     FileCorrupt,
     FileUnplaced,
     Holdings,
     Lent,
+    LentBytes,
     PeerJoin,
     Pull,
     PullBatch,
@@ -58,7 +62,6 @@ from raydf.pieces import piece_crc
 
 __all__ = ["PeerActor"]
 
-PieceId = tuple[str, int]
 DEFAULT_BUDGET_FRACTION = 0.3  # of the node's object store, when no budget is given
 # Lending has threads of its own (a concurrency group), so pulls waiting on
 # other peers' lends can never take every thread of every peer (a deadlock
@@ -80,14 +83,12 @@ class PeerActor:
         self.node_id = node_id
         self.cache = NodeCache()
         self.cache.sweep_orphans()  # left by a peer that died on this node
-        self._budget = memory_budget or _default_budget(node_id)
+        self._pinned = PinnedPieces(memory_budget or _default_budget(node_id))
         self._lock = threading.Lock()
         self._tasks: dict[str, Assembly] = {}
         # job -> (dest dir, or None where this node only serves; task ids)
         self._jobs: dict[str, tuple[Path | None, list[str]]] = {}
         self._job_epochs: dict[str, str] = {}  # job -> the scheduler incarnation that runs it
-        self._pinned: OrderedDict[PieceId, tuple[Any, int, int]] = OrderedDict()
-        self._pinned_bytes = 0
         self.received_bytes = 0
         self.served_bytes = 0
         self._pullers = ThreadPoolExecutor(PULL_THREADS, thread_name_prefix="raydf-pull")
@@ -96,8 +97,8 @@ class PeerActor:
     def __repr__(self) -> str:
         done = sum(a.complete for a in self._tasks.values())
         return (f"<Peer {self.node_id[:8]} {done}/{len(self._tasks)} files, "
-                f"{len(self._pinned)} pinned ({self._pinned_bytes >> 20} MiB of "
-                f"{self._budget >> 20}) | {len(self._jobs)} jobs>")
+                f"{len(self._pinned)} pinned ({self._pinned.bytes >> 20} MiB of "
+                f"{self._pinned.budget >> 20}) | {len(self._jobs)} jobs>")
 
     # -- joining a job ---------------------------------------------------
 
@@ -115,7 +116,7 @@ class PeerActor:
         job_id, tasks, dest, memory_budget, aux, epoch = (
             join.job_id, join.tasks, join.dest, join.memory_budget, join.aux, join.epoch)
         if memory_budget:
-            self._budget = memory_budget
+            self._pinned.budget = memory_budget
         if epoch:
             self.forget_jobs_except(epoch)
             self._job_epochs[job_id] = epoch
@@ -272,9 +273,10 @@ class PeerActor:
         task_id = asm.spec.task_id
         piece = asm.spec.piece(index)
         try:
-            lent: Lent = ray.get(source.lend(task_id, index), timeout=LEND_TIMEOUT)
-            ref, lender_crc = lent.ref, lent.crc
-            array = ray.get(ref, timeout=PULL_TIMEOUT)
+            reply: Lent | LentBytes = ray.get(source.lend(task_id, index), timeout=LEND_TIMEOUT)
+            lender_crc = reply.crc
+            array = (reply.data if isinstance(reply, LentBytes)
+                     else ray.get(reply.ref, timeout=PULL_TIMEOUT))
         except (ray.exceptions.ActorUnavailableError, ray.exceptions.GetTimeoutError) as exc:
             # A passing hiccup or a stalled holder, not a dead node: retried elsewhere.
             raise SenderFailed(
@@ -293,12 +295,12 @@ class PeerActor:
             )
         os.pwrite(asm.fd, view, piece.start)
         digests.add(index, view, lambda i: read_piece(asm, i))
-        own = ray.put(array)  # our own copy: serves on even if the lender dies
-        del view, array, ref
+        own = payload_of(array, ray.put)  # our own copy: serves on even if the lender dies
+        del view, array, reply
         with self._lock:
             if index in asm.have:
                 return 0, expected  # another job's pull of it finished first
-            self._pin((task_id, index), own, expected, piece.length)
+            self._pinned.add((task_id, index), own, expected, piece.length)
             asm.have.add(index)
             self.received_bytes += piece.length
         tags = {"node": self.node_id[:8]}
@@ -327,7 +329,7 @@ class PeerActor:
                       task=asm.spec.task_id, error=str(err).replace(" ", "_")[:120])
             with self._lock:
                 asm.corrupt = str(err)
-                self._unpin_task(asm.spec.task_id)
+                self._pinned.drop_task(asm.spec.task_id)
                 self._retire(asm)
             raise
         log_event("file_verified", node=self.node_id[:8], jobs=",".join(sorted(asm.jobs)),
@@ -364,7 +366,7 @@ class PeerActor:
                               InOrderDigests(old.spec.file, old.spec.num_pieces),
                               jobs=set(old.jobs), reported=set(old.reported), fixed=dict(fixed))
             self._tasks[task_id] = fresh
-            self._unpin_task(task_id)
+            self._pinned.drop_task(task_id)
             keep = sorted(old.have - set(fixed))
         try:
             digests = fresh.digests
@@ -402,7 +404,7 @@ class PeerActor:
                 asm.busy -= 1
         log_event("copy_corrupt", node=self.node_id[:8], file=task.paths[0])
         with self._lock:
-            self._unpin_task(task.task_id)
+            self._pinned.drop_task(task.task_id)
             self._retire(asm)
             dest_dir = self._jobs.get(job_id, (None, []))[0]
         for target in [dest_dir / rel for rel in task.paths] if dest_dir is not None else []:
@@ -420,7 +422,7 @@ class PeerActor:
             if old is not None and old.complete:
                 return
             if old is not None:
-                self._unpin_task(task.task_id)
+                self._pinned.drop_task(task.task_id)
                 self._retire(old)
             jobs = {j for j, (_, tasks) in self._jobs.items() if task.task_id in tasks}
             fresh = self._open(task, receive=any(self._jobs[j][0] is not None for j in jobs))
@@ -430,24 +432,23 @@ class PeerActor:
     # -- serving ---------------------------------------------------------
 
     @ray.method(concurrency_group=SERVE_GROUP)
-    def lend(self, task_id: str, index: int) -> Lent:
-        """The ref (owned by this peer) and CRC-32 of a piece this node has,
-        re-read from disk if unpinned."""
+    def lend(self, task_id: str, index: int) -> Lent | LentBytes:
+        """The ref (owned by this peer) and CRC-32 of a piece this node has, or a
+        small piece's bytes; re-read from disk if unpinned."""
         key = (task_id, index)
         with self._lock:
             pinned = self._pinned.get(key)
             if pinned is not None:
-                self._pinned.move_to_end(key)
                 self.served_bytes += pinned[2]
-                return Lent(pinned[0], pinned[1])
+                return lent(pinned[0], pinned[1])
         with self._using(task_id) as asm:
             data = read_piece(asm, index)
             crc = piece_crc(data)
-            ref = ray.put(data.obj)
+            payload = payload_of(np.asarray(data), ray.put)
             with self._lock:
-                self._pin(key, ref, crc, len(data))
+                self._pinned.add(key, payload, crc, len(data))
                 self.served_bytes += len(data)
-            return Lent(ref, crc)
+            return lent(payload, crc)
 
     @contextmanager
     def _using(self, task_id: str) -> Iterator[Assembly]:
@@ -478,20 +479,6 @@ class PeerActor:
         if not asm.complete:
             self.cache.discard(asm.path)
 
-    def _pin(self, key: PieceId, ref: Any, crc: int, nbytes: int) -> None:
-        old = self._pinned.pop(key, None)
-        if old is not None:
-            self._pinned_bytes -= old[2]
-        self._pinned[key] = (ref, crc, nbytes)
-        self._pinned_bytes += nbytes
-        while self._pinned_bytes > self._budget and len(self._pinned) > 1:
-            _, (_, _, size) = self._pinned.popitem(last=False)
-            self._pinned_bytes -= size
-
-    def _unpin_task(self, task_id: str) -> None:
-        for key in [k for k in self._pinned if k[0] == task_id]:
-            self._pinned_bytes -= self._pinned.pop(key)[2]
-
     # -- leaving a job ---------------------------------------------------
 
     def finish_job(self, job_id: str, discard: list[str] | None = None) -> None:
@@ -514,7 +501,7 @@ class PeerActor:
                 asm.unplaced.pop(job_id, None)
                 if asm.jobs:
                     continue
-                self._unpin_task(task_id)
+                self._pinned.drop_task(task_id)
                 if (asm.complete or not asm.have or asm.corrupt is not None
                         or task_id in (discard or ())):
                     self._retire(asm)
@@ -590,8 +577,8 @@ class PeerActor:
                 "files_complete": sum(a.complete for a in self._tasks.values()),
                 "files": len(self._tasks),
                 "pinned_pieces": len(self._pinned),
-                "pinned_bytes": self._pinned_bytes,
-                "budget": self._budget,
+                "pinned_bytes": self._pinned.bytes,
+                "budget": self._pinned.budget,
                 "received_bytes": self.received_bytes,
                 "served_bytes": self.served_bytes,
                 "jobs": sorted(self._jobs),

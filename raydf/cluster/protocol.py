@@ -11,7 +11,7 @@ Who sends what::
     caller    ──JobSpec──────────────▶ scheduler      (submit; JobStatus back on poll)
     scheduler ──PeerJoin─────────────▶ peer           (Holdings back)
     scheduler ──PullBatch────────────▶ peer           (one PullOutcome per Pull, in order)
-    peer      ──lend(task, index)────▶ holder         (Lent back)
+    peer      ──lend(task, index)────▶ holder         (Lent or LentBytes back)
     scheduler ──fetch(task, index)───▶ seed           (Fetched back)
 
 A pull that did not deliver is a value with a name (:class:`SourceLost`,
@@ -30,7 +30,12 @@ from raydf.cluster.spec import TaskSpec
 from raydf.plan import RepoPlan
 from raydf.policy import Limits
 
+# A piece this small travels inside the lend reply (Ray inlines a reply under
+# 100 KiB): one call instead of a call, an object fetch and a re-put.
+INLINE_PIECE_BYTES = 64 * 2**10
+
 __all__ = [
+    "INLINE_PIECE_BYTES",
     "Fetched",
     "FileCorrupt",
     "FileUnplaced",
@@ -38,6 +43,7 @@ __all__ = [
     "JobSpec",
     "JobStatus",
     "Lent",
+    "LentBytes",
     "PeerJoin",
     "Pull",
     "PullBatch",
@@ -162,6 +168,16 @@ class Lent:
     """A holder's answer to ``lend``: the ref of its copy (owned by the holder) and its CRC-32."""
 
     ref: Any
+    crc: int
+
+
+@dataclass(frozen=True)
+class LentBytes:
+    """A holder's answer to ``lend`` for a piece of at most ``INLINE_PIECE_BYTES``:
+    the bytes themselves (an ``np.uint8`` array) inside the reply, and their CRC-32.
+    No object in the store, so no owner to outlive and no second fetch."""
+
+    data: Any
     crc: int
 
 
