@@ -127,6 +127,7 @@ class PeerActor:
         have: dict[str, tuple[int, ...]] = {}
         whole: list[Assembly] = []  # every piece in, not yet verified (another job's)
         cached: list[Assembly] = []  # verified already: to place
+        fresh: list[Assembly] = []  # to receive from scratch
         with self._lock:
             self._jobs[job_id] = (dest_dir, [t.task_id for t in tasks])
             for task in tasks:
@@ -134,14 +135,23 @@ class PeerActor:
                 if asm is not None and not asm.jobs and not asm.path.exists():
                     self._retire(asm)  # its file was deleted (the cache folder removed)
                     asm = None
-                asm = asm or self._open(task)
-                assert asm is not None
+                if asm is None:
+                    asm = self._open(task)
+                    assert asm is not None
+                    if not asm.complete:
+                        fresh.append(asm)
                 asm.jobs.add(job_id)
                 if asm.complete and dest_dir is not None:
                     cached.append(asm)
                 elif not asm.complete and len(asm.have) == task.num_pieces:
                     whole.append(asm)
                 have[task.task_id] = tuple(sorted(asm.have))
+            try:
+                self.cache.check_room(sum(a.spec.size for a in fresh))
+            except StorageError:
+                for asm in fresh:
+                    self._retire(asm)
+                raise
         for asm in cached:
             self._place_for(asm, job_id, dest_dir)  # type: ignore[arg-type]
         for asm in whole:
@@ -179,9 +189,8 @@ class PeerActor:
             fd = os.open(blob, os.O_RDONLY)
             asm = Assembly(task, blob, fd, have=set(range(task.num_pieces)), complete=True)
         elif receive:
-            partial = self.cache.new_partial(task.file)
-            asm = Assembly(task, partial, os.open(partial, os.O_RDWR),
-                            InOrderDigests(task.file, task.num_pieces))
+            asm = Assembly(task, self.cache.partial_path(task.file), -1,
+                           InOrderDigests(task.file, task.num_pieces))
         else:
             return None
         self._tasks[task.task_id] = asm
@@ -211,6 +220,8 @@ class PeerActor:
             with self._lock:
                 source = self._lenders[(job_id, pull.source)]
             return self.pull(job_id, pull.task_id, pull.index, pull.crc, source)
+        except StorageError as err:  # the partial could not be made (a full disk): exit 5
+            return FileUnplaced(str(err))
         except Exception as exc:  # the transfer failed; whose fault it is goes to blame
             return PullFailed(fault_of(exc), describe(exc))
 
@@ -293,7 +304,7 @@ class PeerActor:
                 f"piece {index} of {asm.spec.paths[0]} failed its CRC-32 on node "
                 f"{self.node_id[:8]}; it will be taken from another holder"
             )
-        os.pwrite(asm.fd, view, piece.start)
+        os.pwrite(asm.writable_fd(self.cache), view, piece.start)
         digests.add(index, view, lambda i: read_piece(asm, i))
         own = payload_of(array, ray.put)  # our own copy: serves on even if the lender dies
         del view, array, reply
@@ -323,7 +334,7 @@ class PeerActor:
         """Verify the whole file, move it into the cache, place it for every job."""
         assert asm.digests is not None
         try:
-            blob = self.cache.commit(asm.path, asm.spec.file, asm.digests.result())
+            blob = self.cache.commit(asm.path, asm.spec.file, asm.digests.result(), stamp=False)
         except IntegrityError as err:
             log_event("file_corrupt", node=self.node_id[:8], file=asm.spec.paths[0],
                       task=asm.spec.task_id, error=str(err).replace(" ", "_")[:120])
@@ -340,6 +351,8 @@ class PeerActor:
         for job_id, dest_dir in dests.items():
             if dest_dir is not None:
                 self._place_for(asm, job_id, dest_dir)
+        if blob.parent == self.cache.blobs:  # after its links: one stamp, not one per link
+            self.cache.stamp(blob)
 
     def _place_for(self, asm: Assembly, job_id: str, dest_dir: Path) -> None:
         """Place a verified file for one job; a failure is that job's, on this node."""
@@ -361,9 +374,8 @@ class PeerActor:
             if old is None or old.complete or old.retired:
                 return
             old.busy += 1
-            partial = self.cache.new_partial(old.spec.file)
-            fresh = Assembly(old.spec, partial, os.open(partial, os.O_RDWR),
-                              InOrderDigests(old.spec.file, old.spec.num_pieces),
+            fresh = Assembly(old.spec, self.cache.partial_path(old.spec.file), -1,
+                             InOrderDigests(old.spec.file, old.spec.num_pieces),
                               jobs=set(old.jobs), reported=set(old.reported), fixed=dict(fixed))
             self._tasks[task_id] = fresh
             self._pinned.drop_task(task_id)
@@ -373,7 +385,7 @@ class PeerActor:
             assert digests is not None
             for index in keep:
                 data = read_piece(old, index)
-                os.pwrite(fresh.fd, data, old.spec.piece(index).start)
+                os.pwrite(fresh.writable_fd(self.cache), data, old.spec.piece(index).start)
                 digests.add(index, data, lambda i: read_piece(fresh, i))
                 with self._lock:
                     fresh.have.add(index)
@@ -475,7 +487,8 @@ class PeerActor:
             self._close(asm)
 
     def _close(self, asm: Assembly) -> None:
-        os.close(asm.fd)
+        if asm.fd >= 0:
+            os.close(asm.fd)
         if not asm.complete:
             self.cache.discard(asm.path)
 
