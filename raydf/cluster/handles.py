@@ -21,6 +21,7 @@ from raydf.cluster.protocol import (
     JobStatus,
     Lent,
     LentBytes,
+    NotLent,
     PeerJoin,
     PullBatch,
     PullOutcome,
@@ -65,6 +66,10 @@ class PeerHandle(_Handle):
     def lend(self, task_id: str, index: int) -> ObjectRef[Lent | LentBytes]:
         return self.actor.lend.remote(task_id, index)  # type: ignore[no-any-return]
 
+    def lend_many(self, pieces: list[tuple[str, int]]
+                  ) -> ObjectRef[list[Lent | LentBytes | NotLent]]:
+        return self.actor.lend_many.remote(pieces)  # type: ignore[no-any-return]
+
     def retake(self, job_id: str, task_id: str, fixed: dict[int, int]) -> ObjectRef[None]:
         return self.actor.retake.remote(job_id, task_id, fixed)  # type: ignore[no-any-return]
 
@@ -102,6 +107,10 @@ class SeedHandle(_Handle):
 
     def lend(self, task_id: str, index: int) -> ObjectRef[Lent | LentBytes]:
         return self.actor.lend.remote(task_id, index)  # type: ignore[no-any-return]
+
+    def lend_many(self, pieces: list[tuple[str, int]]
+                  ) -> ObjectRef[list[Lent | LentBytes | NotLent]]:
+        return self.actor.lend_many.remote(pieces)  # type: ignore[no-any-return]
 
     def release(self, pieces: list[tuple[str, int]]) -> ObjectRef[None]:
         return self.actor.release.remote(pieces)  # type: ignore[no-any-return]

@@ -7,7 +7,7 @@ re-puts it: the copy is then owned by this peer, so it outlives the seed and
 every other holder (see the Ray facts in DESIGN.md). A small piece (at most
 ``INLINE_PIECE_BYTES``) comes inside the lend reply instead and is kept as
 bytes: no object, no owner. Kept pieces stay pinned within a memory budget
-(LRU, :mod:`raydf.cluster.pins`); a piece let go is re-read from disk when
+(LRU, :mod:`raydf.cluster.lending`); a piece let go is re-read from disk when
 someone asks for it. The whole-file digest is computed as pieces land, in order, and
 checked when the last one lands (no second read of the file); only then is
 the file moved into the cache and placed at every destination.
@@ -24,28 +24,37 @@ import contextlib
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import ray
 
 from raydf.cache import InOrderDigests, NodeCache, node_path
 from raydf.cluster.assembly import Assembly, read_piece, symlink_atomically, write_atomically
-from raydf.cluster.destination import destination_problem_here
+from raydf.cluster.cache_commands import CacheCommands
 from raydf.cluster.job import describe
+from raydf.cluster.lending import (
+    LEND_TIMEOUT,
+    PinnedPieces,
+    SharedLend,
+    default_budget,
+    lend_each,
+    lent,
+    payload_of,
+)
 from raydf.cluster.metrics import log_event, metrics
-from raydf.cluster.pins import PinnedPieces, lent, payload_of
-from raydf.cluster.placement import NAMESPACE, SCHEDULER_NAME
 from raydf.cluster.protocol import (
+    INLINE_PIECE_BYTES,
     FileCorrupt,
     FileUnplaced,
     Holdings,
     Lent,
     LentBytes,
+    NotLent,
     PeerJoin,
     Pull,
     PullBatch,
@@ -62,7 +71,6 @@ from raydf.pieces import piece_crc
 
 __all__ = ["PeerActor"]
 
-DEFAULT_BUDGET_FRACTION = 0.3  # of the node's object store, when no budget is given
 # Lending has threads of its own (a concurrency group), so pulls waiting on
 # other peers' lends can never take every thread of every peer (a deadlock
 # with many jobs at once).
@@ -71,19 +79,18 @@ SERVE_THREADS = 16
 # Incomplete files of jobs that ended (Ctrl-C, a failure) are kept, pieces and
 # all, for the next job that wants them; beyond this many the oldest go.
 MAX_PARKED = 256
-LEND_TIMEOUT = 60.0  # s for a holder to answer a lend: past it, the holder is blamed
 PULL_TIMEOUT = 120.0  # s for a piece (<= 64 MiB) to arrive once lent
 PULL_THREADS = 32  # pulls at once, over every batch of every job (4 per job by default)
 
 
-class PeerActor:
+class PeerActor(CacheCommands):
     """Plain class; made remote, pinned to its node, where it is spawned."""
 
     def __init__(self, node_id: str, memory_budget: int | None = None) -> None:
         self.node_id = node_id
         self.cache = NodeCache()
         self.cache.sweep_orphans()  # left by a peer that died on this node
-        self._pinned = PinnedPieces(memory_budget or _default_budget(node_id))
+        self._pinned = PinnedPieces(memory_budget or default_budget(node_id))
         self._lock = threading.Lock()
         self._tasks: dict[str, Assembly] = {}
         # job -> (dest dir, or None where this node only serves; task ids)
@@ -208,27 +215,62 @@ class PeerActor:
 
     def pull_batch(self, batch: PullBatch) -> list[PullOutcome]:
         """Take every piece of ``batch`` (at once, each from its source); one
-        outcome per pull, in order. Only a dead receiver fails the whole call."""
+        outcome per pull, in order. Only a dead receiver fails the whole call.
+        Small pieces from one holder are asked for in one ``lend_many`` call and
+        taken one after the other by one thread (fewer threads wait on the GIL)."""
+        small: dict[str, list[int]] = {}  # holder -> positions of its small pieces
         with self._lock:
             for holder, handle in batch.lenders.items():
                 self._lenders[(batch.job_id, holder)] = handle
-        futures = [self._pullers.submit(self._pull_one, batch.job_id, p) for p in batch.pulls]
-        return [f.result() for f in futures]
+            for i, p in enumerate(batch.pulls):
+                asm = self._tasks.get(p.task_id)
+                if asm is not None and asm.spec.piece(p.index).length <= INLINE_PIECE_BYTES:
+                    small.setdefault(p.source, []).append(i)
+        groups = [g for g in small.values() if len(g) > 1]
+        grouped = {i for g in groups for i in g}
+        futures = [(g, self._pullers.submit(self._pull_group, batch.job_id,
+                                            [batch.pulls[i] for i in g])) for g in groups]
+        futures += [([i], self._pullers.submit(self._pull_group, batch.job_id, [p]))
+                    for i, p in enumerate(batch.pulls) if i not in grouped]
+        outcomes: dict[int, PullOutcome] = {}
+        for positions, future in futures:
+            outcomes.update(zip(positions, future.result(), strict=True))
+        return [outcomes[i] for i in range(len(batch.pulls))]
 
-    def _pull_one(self, job_id: str, pull: Pull) -> PullOutcome:
+    def _pull_group(self, job_id: str, pulls: list[Pull]) -> list[PullOutcome]:
+        """Take ``pulls`` in turn: one alone, or small pieces of one holder that
+        answers them all in one ``lend_many`` call."""
+        if len(pulls) == 1:
+            return [self._pull_one(job_id, pulls[0], None)]
         try:
             with self._lock:
+                lender = self._lenders[(job_id, pulls[0].source)]
+            call = SharedLend(lender, [(p.task_id, p.index) for p in pulls])
+        except Exception as exc:  # as each pull's own lend would have failed
+            return [PullFailed(fault_of(exc), describe(exc)) for _ in pulls]
+        return [self._pull_one(job_id, p, (call, k)) for k, p in enumerate(pulls)]
+
+    def _pull_one(self, job_id: str, pull: Pull, shared: tuple[SharedLend, int] | None
+                  ) -> PullOutcome:
+        try:
+            if shared is not None:
+                call, position = shared
+                return self.pull(job_id, pull.task_id, pull.index, pull.crc,
+                                 lambda: call.reply(position))
+            with self._lock:
                 source = self._lenders[(job_id, pull.source)]
-            return self.pull(job_id, pull.task_id, pull.index, pull.crc, source)
+            return self.pull(job_id, pull.task_id, pull.index, pull.crc, lambda: ray.get(
+                source.lend(pull.task_id, pull.index), timeout=LEND_TIMEOUT))
         except StorageError as err:  # the partial could not be made (a full disk): exit 5
             return FileUnplaced(str(err))
         except Exception as exc:  # the transfer failed; whose fault it is goes to blame
             return PullFailed(fault_of(exc), describe(exc))
 
     def pull(
-        self, job_id: str, task_id: str, index: int, crc: int | None, source: Any,
+        self, job_id: str, task_id: str, index: int, crc: int | None,
+        lend: Callable[[], Lent | LentBytes],
     ) -> PullOutcome:
-        """Take one piece from ``source`` (a lender handle: a peer or seed) for ``job_id``.
+        """Take one piece for ``job_id``; ``lend()`` asks its holder (a peer or seed).
 
         Returns :class:`Received` (``bytes`` 0 when another job already brought
         the piece; ``file_done`` once per job, when the file is verified and
@@ -245,7 +287,7 @@ class PeerActor:
             nbytes = 0
             if not fetched:
                 assert digests is not None  # set until the file is complete
-                outcome = self._fetch(asm, digests, index, crc, source)
+                outcome = self._fetch(asm, digests, index, crc, lend)
                 if isinstance(outcome, SourceLost):
                     return outcome
                 nbytes, crc = outcome
@@ -272,9 +314,10 @@ class PeerActor:
             return Received(nbytes, time.monotonic() - started, crc, file_done)
 
     def _fetch(
-        self, asm: Assembly, digests: InOrderDigests, index: int, crc: int | None, source: Any,
+        self, asm: Assembly, digests: InOrderDigests, index: int, crc: int | None,
+        lend: Callable[[], Lent | LentBytes],
     ) -> tuple[int, int] | SourceLost:
-        """Bring piece ``index`` from ``source``, write, hash and pin it.
+        """Bring piece ``index`` from its holder, write, hash and pin it.
 
         Returns ``(bytes, crc)``, or the pull's result when the source is lost.
         Another job's pull of the same piece at the same time writes the same
@@ -284,7 +327,7 @@ class PeerActor:
         task_id = asm.spec.task_id
         piece = asm.spec.piece(index)
         try:
-            reply: Lent | LentBytes = ray.get(source.lend(task_id, index), timeout=LEND_TIMEOUT)
+            reply = lend()
             lender_crc = reply.crc
             array = (reply.data if isinstance(reply, LentBytes)
                      else ray.get(reply.ref, timeout=PULL_TIMEOUT))
@@ -462,6 +505,12 @@ class PeerActor:
                 self.served_bytes += len(data)
             return lent(payload, crc)
 
+    @ray.method(concurrency_group=SERVE_GROUP)
+    def lend_many(self, pieces: list[tuple[str, int]]) -> list[Lent | LentBytes | NotLent]:
+        """:meth:`lend` each of ``pieces`` (small ones), in one call."""
+        # Through lend itself (a subclass may change it); ray.method leaves it plain here.
+        return lend_each(cast("Callable[[str, int], Lent | LentBytes]", self.lend), pieces)
+
     @contextmanager
     def _using(self, task_id: str) -> Iterator[Assembly]:
         """Hold a task's file open while a pull or lend uses it."""
@@ -542,45 +591,6 @@ class PeerActor:
         for asm in parked[: max(len(parked) - keep, 0)]:
             self._retire(asm)
 
-    def cache_entries(self) -> list[dict[str, object]]:
-        return self.cache.entries()
-
-    def _forget_orphaned_jobs(self) -> None:
-        """Finish the jobs of a scheduler that died (nobody else will), so their
-        files are not "busy" for ever; kept if the scheduler cannot be asked."""
-        try:
-            sched = ray.get_actor(SCHEDULER_NAME, namespace=NAMESPACE)
-            epoch = ray.get(sched.current_epoch.remote(), timeout=10)
-        except ValueError:
-            epoch = "none"  # no scheduler at all: every job here is orphaned
-        except Exception:  # busy or restarting: cannot tell, so keep them
-            return
-        self.forget_jobs_except(epoch)
-
-    def destination_problem(self, dest: str, recursive: bool) -> StorageError | None:
-        """Why ``-O`` cannot be written on this node, if it cannot (callers ask first)."""
-        return destination_problem_here(dest, recursive)
-
-    def cache_remove(self, key: str) -> int:
-        self._forget_orphaned_jobs()
-        with self._lock:
-            if any(a.spec.task_id == key and a.jobs for a in self._tasks.values()):
-                return 0  # in use by a running job
-            for asm in [a for a in self._tasks.values() if a.spec.task_id == key]:
-                self._retire(asm)
-            return self.cache.remove(key)
-
-    def cache_gc(self) -> dict[str, int]:
-        self._forget_orphaned_jobs()
-        with self._lock:
-            self._drop_parked(0)  # kept pieces of ended jobs go too
-            for asm in [a for a in self._tasks.values() if not a.jobs]:
-                self._retire(asm)
-            busy = {a.spec.task_id for a in self._tasks.values()}
-            if busy:
-                return {"partials": 0, "blobs": 0, "bytes": 0, "skipped_busy": len(busy)}
-            return self.cache.gc()
-
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
             return {
@@ -596,13 +606,3 @@ class PeerActor:
                 "served_bytes": self.served_bytes,
                 "jobs": sorted(self._jobs),
             }
-
-
-
-def _default_budget(node_id: str) -> int:
-    for node in ray.nodes():
-        if node.get("NodeID") == node_id:
-            store = node.get("Resources", {}).get("object_store_memory", 0)
-            if store:
-                return int(store * DEFAULT_BUDGET_FRACTION)
-    return 2 * 2**30

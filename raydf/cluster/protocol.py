@@ -12,6 +12,7 @@ Who sends what::
     scheduler ──PeerJoin─────────────▶ peer           (Holdings back)
     scheduler ──PullBatch────────────▶ peer           (one PullOutcome per Pull, in order)
     peer      ──lend(task, index)────▶ holder         (Lent or LentBytes back)
+    peer      ──lend_many(pieces)────▶ holder         (small pieces: one of those, or NotLent, each)
     scheduler ──fetch(task, index)───▶ seed           (Fetched back)
 
 A pull that did not deliver is a value with a name (:class:`SourceLost`,
@@ -44,6 +45,7 @@ __all__ = [
     "JobStatus",
     "Lent",
     "LentBytes",
+    "NotLent",
     "PeerJoin",
     "Pull",
     "PullBatch",
@@ -179,6 +181,13 @@ class LentBytes:
 
     data: Any
     crc: int
+
+
+@dataclass(frozen=True)
+class NotLent:
+    """A holder's answer, in a ``lend_many``, for a piece it could not lend."""
+
+    reason: str
 
 
 @dataclass(frozen=True)

@@ -26,9 +26,9 @@ import ray
 from raydf.backends import backend_class
 from raydf.backends.base import Authorizing, Backend, Secret, hub_requests
 from raydf.cache import InOrderDigests, check_digests, file_digests
+from raydf.cluster.lending import lend_each, lent, payload_of
 from raydf.cluster.metrics import log_event, metrics
-from raydf.cluster.pins import lent, payload_of
-from raydf.cluster.protocol import Fetched, Lent, LentBytes, SeedStats
+from raydf.cluster.protocol import Fetched, Lent, LentBytes, NotLent, SeedStats
 from raydf.cluster.spec import TaskSpec
 from raydf.errors import IntegrityError
 from raydf.options import Request
@@ -217,6 +217,10 @@ class SeedActor:
             payload, crc = self._held[(task_id, index)]
         return lent(payload, crc)
 
+    def lend_many(self, pieces: list[PieceId]) -> list[Lent | LentBytes | NotLent]:
+        """:meth:`lend` each of ``pieces`` (small ones), in one call."""
+        return lend_each(self.lend, pieces)
+
     def release(self, pieces: list[PieceId]) -> None:
         """Drop pieces enough peers hold, so the seed's memory stays bounded."""
         with self._lock:
@@ -246,5 +250,5 @@ class SeedActor:
 
 
 def _bytes(payload: Any) -> Any:
-    """A held piece's array (see :func:`~raydf.cluster.pins.payload_of`)."""
+    """A held piece's array (see :func:`~raydf.cluster.lending.payload_of`)."""
     return payload if isinstance(payload, np.ndarray) else ray.get(payload)
