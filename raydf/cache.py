@@ -263,6 +263,8 @@ class NodeCache:
         """Raise StorageError now if the cache's file system has less than ``nbytes``
         free: a full disk is an error before the transfer, not half-way through it."""
         try:
+            # Recreated if someone removed the cache folder under a running peer.
+            self.partials.mkdir(parents=True, exist_ok=True)
             st = os.statvfs(self.partials)
         except OSError as exc:
             raise storage_error(exc, self.partials) from None
