@@ -251,13 +251,31 @@ class NodeCache:
         tmp.write_text(_stamp_of(blob.stat()))
         os.replace(tmp, self.stamps / key)
 
-    def new_partial(self, file: RemoteFile) -> Path:
-        """A fresh, preallocated partial file for ``file``."""
+    def partial_path(self, file: RemoteFile) -> Path:
+        """A fresh name for a partial file of ``file`` (nothing is made yet)."""
         key = file.content_key or "nokey-" + hashlib.sha256(file.repo_path.encode()).hexdigest()
         # The writer's host and pid are in the name, so a later process can tell
         # an abandoned partial (its writer died) from one being written, also in
         # a cache folder that several hosts share (NFS, hostPath).
-        path = self.partials / f"{key}.{_HOST}-{os.getpid()}-{uuid.uuid4().hex[:8]}.partial"
+        return self.partials / f"{key}.{_HOST}-{os.getpid()}-{uuid.uuid4().hex[:8]}.partial"
+
+    def check_room(self, nbytes: int) -> None:
+        """Raise StorageError now if the cache's file system has less than ``nbytes``
+        free: a full disk is an error before the transfer, not half-way through it."""
+        try:
+            # Recreated if someone removed the cache folder under a running peer.
+            self.partials.mkdir(parents=True, exist_ok=True)
+            st = os.statvfs(self.partials)
+        except OSError as exc:
+            raise storage_error(exc, self.partials) from None
+        if st.f_bavail * st.f_frsize < nbytes:
+            raise StorageError(f"no space left to write {nbytes} bytes under {self.root}; "
+                               "free space or choose another -O")
+
+    def new_partial(self, file: RemoteFile, path: Path | None = None) -> Path:
+        """A fresh, preallocated partial file for ``file`` (at ``path``, a name
+        :meth:`partial_path` gave, else a new one)."""
+        path = path or self.partial_path(file)
         try:
             # Recreated if someone removed the cache folder under a running peer.
             self.partials.mkdir(parents=True, exist_ok=True)
@@ -271,11 +289,14 @@ class NodeCache:
             raise storage_error(exc, path) from None
         return path
 
-    def commit(self, partial: Path, file: RemoteFile, found: dict[str, str] | None = None) -> Path:
+    def commit(self, partial: Path, file: RemoteFile, found: dict[str, str] | None = None,
+               *, stamp: bool = True) -> Path:
         """Verify a complete partial file and move it into the store.
 
         ``found``: its digests, computed as it was written (see
         :class:`InOrderDigests`); else the file is read to compute them.
+        ``stamp=False``: the caller stamps the blob itself (:meth:`stamp`) once
+        it placed it, so a new blob is stamped once, not once more per link.
         On a digest mismatch the partial is deleted and IntegrityError raised.
         Files without a digest (plain HTTP) are not stored: they are returned
         as they are, to be moved into place by :meth:`place`.
@@ -304,8 +325,13 @@ class NodeCache:
             if alias != blob and not alias.exists():
                 with contextlib.suppress(FileExistsError):
                     os.link(blob, alias)
-        self._write_stamp(key, blob)
+        if stamp:
+            self._write_stamp(key, blob)
         return blob
+
+    def stamp(self, blob: Path) -> None:
+        """Record the blob ``blob`` (just verified, links made) as trusted as it is now."""
+        self._write_stamp(blob.name, blob)
 
     def place(self, source: Path, dest: Path) -> None:
         """Put ``source``'s bytes at ``dest`` atomically (link, else copy; then rename)."""

@@ -38,6 +38,7 @@ proposals left unstarted.
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import heapq
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -51,6 +52,9 @@ ORIGIN = "origin"
 """Pseudo-source of an origin fetch: the hub, read by a seed."""
 
 _FEW = 32  # needers of a piece that _taker compares one by one
+SLOT_BYTES = 4 * 2**20  # what one transfer slot is sized for: a piece of a file cut in pieces
+SMALL_PIECES_PER_SLOT = 16  # at most this many small pieces share one slot
+SMALL_PIECES_PER_FETCH = 4  # at most this many small pieces share one origin fetch slot
 
 
 @dataclass(frozen=True)
@@ -78,6 +82,22 @@ class Limits:
         for name in ("peer_downloads", "holder_uploads", "origin_fetches", "seed_uploads"):
             if getattr(self, name) < 1:
                 raise ValueError(f"Limits.{name} must be at least 1, got {getattr(self, name)}")
+
+    def for_largest_piece(self, largest: int) -> Limits:
+        """These limits for a job whose pieces are at most ``largest`` bytes: the
+        caps count slots of ``SLOT_BYTES``, and pieces far smaller share a slot (up
+        to ``SMALL_PIECES_PER_SLOT``), so a dataset of small files keeps about as
+        many bytes moving as a model does instead of waiting on round trips. Origin
+        fetches share less (``SMALL_PIECES_PER_FETCH``): the origin answers each
+        request in its own time, whatever its size."""
+        share = min(SMALL_PIECES_PER_SLOT, SLOT_BYTES // max(largest, 1))
+        if share <= 1:
+            return self
+        return dataclasses.replace(self, peer_downloads=self.peer_downloads * share,
+                                   holder_uploads=self.holder_uploads * share,
+                                   seed_uploads=self.seed_uploads * share,
+                                   origin_fetches=self.origin_fetches
+                                   * min(share, SMALL_PIECES_PER_FETCH))
 
 
 class PlanState:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from raydf.cache import InOrderDigests, temp_sibling
+from raydf.cache import InOrderDigests, NodeCache, temp_sibling
 from raydf.cluster.spec import TaskSpec
 from raydf.errors import IntegrityError
 
@@ -27,8 +27,8 @@ class Assembly:
     """One file content being assembled (or complete) on this node."""
 
     spec: TaskSpec
-    path: Path
-    fd: int
+    path: Path  # a partial's name (made on the first piece, see writable_fd), or the blob
+    fd: int  # -1 until the partial is made
     digests: InOrderDigests | None = None  # None once complete
     have: set[int] = field(default_factory=set)
     complete: bool = False
@@ -40,6 +40,17 @@ class Assembly:
     busy: int = 0  # pulls and lends using ``fd`` right now
     retired: bool = False  # no job wants it: close ``fd`` once nobody uses it
     fixed: dict[int, int] = field(default_factory=dict)  # healed piece -> its new CRC-32
+    opening: threading.Lock = field(default_factory=threading.Lock)
+
+    def writable_fd(self, cache: NodeCache) -> int:
+        """The partial's descriptor. The file is made when the first piece is written,
+        not when a job is prepared: a job of many small files would make thousands
+        at once before its first byte moved (the space was checked then)."""
+        with self.opening:
+            if self.fd < 0:
+                cache.new_partial(self.spec.file, self.path)
+                self.fd = os.open(self.path, os.O_RDWR)
+            return self.fd
 
 
 def read_piece(asm: Assembly, index: int) -> memoryview:

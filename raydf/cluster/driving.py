@@ -23,6 +23,7 @@ from raydf.blame import Fault, Verdict
 from raydf.cluster.job import Job, describe, error_type
 from raydf.cluster.metrics import metrics
 from raydf.cluster.protocol import (
+    INLINE_PIECE_BYTES,
     Fetched,
     FileCorrupt,
     FileUnplaced,
@@ -40,6 +41,7 @@ from raydf.policy import ORIGIN, Assignment, decide
 __all__ = ["DRAIN_SECONDS", "SEEDLESS_TIMEOUT", "SEED_COPIES", "drive", "lose_seed"]
 
 SEED_COPIES = 2  # peers holding a piece before the seed lets it go
+RELEASE_BATCH = 64  # small pieces the seed is told to drop in one call (a large one: at once)
 SEEDLESS_TIMEOUT = 600.0  # nothing moved for this long: give up rather than hang
 DRAIN_SECONDS = 10.0  # a cancelled job hands what it already read to the nodes, this long at most
 
@@ -145,6 +147,7 @@ async def _pull(job: Job, peer: str, batch: list[Assignment | None]
 def _settle(job: Job, batch: list[Assignment | None], fut: asyncio.Future[Any]
             ) -> None:
     """Fold one finished call (an origin fetch, or a batch of pulls) into the state."""
+    job.moved.update(a.piece for a in batch if a is not None and a.source != ORIGIN)
     try:
         results = fut.result()
     except Exception as exc:  # the callee died or could not be reached
@@ -272,6 +275,7 @@ def lose_seed(job: Job) -> None:
         return
     job.seed_losses += 1
     job.seed_held.clear()
+    job.unreleased.clear()
     state.remove_holder(job.seed_id)
     # Given up on (dead, or failing): kill it so its token and pieces go too.
     with contextlib.suppress(Exception):
@@ -281,21 +285,27 @@ def lose_seed(job: Job) -> None:
 
 
 def _release_seed_pieces(job: Job) -> None:
-    """Let the seed drop pieces enough peers hold (never one it is still sending)."""
+    """Let the seed drop pieces enough peers hold (never one it is still sending).
+
+    Runs after every round of finished calls, so it looks only at the pieces
+    whose pulls ended since (a piece gains copies, or stops being sent, only
+    then). The plan stops offering a piece from the seed at once; the seed is
+    told in batches of small pieces, or at once for a large one."""
     state = job.state
     assert state is not None
-    # Only what the seed still holds, not every piece of the job: this runs
-    # after every round of finished calls.
     copies = min(SEED_COPIES, len(job.peers))
-    enough = [p for p in job.seed_held if state.copies(p) - 1 >= copies]
+    moved, job.moved = job.moved, set()
+    enough = [p for p in moved if p in job.seed_held and state.copies(p) - 1 >= copies]
     if not enough:
         return
     busy = {a.piece for a in state.in_flight() if a.source == job.seed_id}
-    release = []
+    large = False
     for piece in enough:
         if piece not in busy:
             state.drop_holding(job.seed_id, piece)
             job.seed_held.discard(piece)
-            release.append(piece)
-    if release and job.seed is not None:
-        job.seed.release(release)
+            job.unreleased.append(piece)
+            large = large or job.tasks[piece[0]].piece(piece[1]).length > INLINE_PIECE_BYTES
+    if job.seed is not None and (large or len(job.unreleased) >= RELEASE_BATCH):
+        job.seed.release(job.unreleased)
+        job.unreleased = []

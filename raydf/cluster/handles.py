@@ -21,6 +21,8 @@ from raydf.cluster.protocol import (
     JobSpec,
     JobStatus,
     Lent,
+    LentBytes,
+    NotLent,
     PeerJoin,
     PullBatch,
     PullOutcome,
@@ -62,8 +64,12 @@ class PeerHandle(_Handle):
     def pull_batch(self, batch: PullBatch) -> ObjectRef[list[PullOutcome]]:
         return self.actor.pull_batch.remote(batch)  # type: ignore[no-any-return]
 
-    def lend(self, task_id: str, index: int) -> ObjectRef[Lent]:
+    def lend(self, task_id: str, index: int) -> ObjectRef[Lent | LentBytes]:
         return self.actor.lend.remote(task_id, index)  # type: ignore[no-any-return]
+
+    def lend_many(self, pieces: list[tuple[str, int]]
+                  ) -> ObjectRef[list[Lent | LentBytes | NotLent]]:
+        return self.actor.lend_many.remote(pieces)  # type: ignore[no-any-return]
 
     def retake(self, job_id: str, task_id: str, fixed: dict[int, int]) -> ObjectRef[None]:
         return self.actor.retake.remote(job_id, task_id, fixed)  # type: ignore[no-any-return]
@@ -100,8 +106,12 @@ class SeedHandle(_Handle):
     def fetch(self, task_id: str, index: int) -> ObjectRef[Fetched]:
         return self.actor.fetch.remote(task_id, index)  # type: ignore[no-any-return]
 
-    def lend(self, task_id: str, index: int) -> ObjectRef[Lent]:
+    def lend(self, task_id: str, index: int) -> ObjectRef[Lent | LentBytes]:
         return self.actor.lend.remote(task_id, index)  # type: ignore[no-any-return]
+
+    def lend_many(self, pieces: list[tuple[str, int]]
+                  ) -> ObjectRef[list[Lent | LentBytes | NotLent]]:
+        return self.actor.lend_many.remote(pieces)  # type: ignore[no-any-return]
 
     def release(self, pieces: list[tuple[str, int]]) -> ObjectRef[None]:
         return self.actor.release.remote(pieces)  # type: ignore[no-any-return]

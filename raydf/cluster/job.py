@@ -37,6 +37,8 @@ class Job:
     state: PlanState | None = None
     crc: dict[PieceId, int] = field(default_factory=dict)
     seed_held: set[PieceId] = field(default_factory=set)  # fetched, not yet released
+    moved: set[PieceId] = field(default_factory=set)  # a pull of it ended since the last look
+    unreleased: list[PieceId] = field(default_factory=list)  # out of the plan, the seed not told
     node_bytes: dict[str, int] = field(default_factory=dict)  # verified files' bytes
     node_received: dict[str, int] = field(default_factory=dict)  # pieces' bytes
     node_done: dict[str, float] = field(default_factory=dict)

@@ -4,9 +4,11 @@ For each piece the scheduler assigns, the peer asks the holder to lend its
 ref, ``ray.get``s it (Ray moves it into this node's object store), checks its
 CRC-32, writes it at its offset into a partial file in the node cache, and
 re-puts it: the copy is then owned by this peer, so it outlives the seed and
-every other holder (see the Ray facts in DESIGN.md). Re-put pieces stay pinned
-within a memory budget (LRU); a piece let go is re-read from disk when someone
-asks for it. The whole-file digest is computed as pieces land, in order, and
+every other holder (see the Ray facts in DESIGN.md). A small piece (at most
+``INLINE_PIECE_BYTES``) comes inside the lend reply instead and is kept as
+bytes: no object, no owner. Kept pieces stay pinned within a memory budget
+(LRU, :mod:`raydf.cluster.lending`); a piece let go is re-read from disk when
+someone asks for it. The whole-file digest is computed as pieces land, in order, and
 checked when the last one lands (no second read of the file); only then is
 the file moved into the cache and placed at every destination.
 
@@ -22,26 +24,37 @@ import contextlib
 import os
 import threading
 import time
-from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
+import numpy as np
 import ray
 
 from raydf.cache import InOrderDigests, NodeCache, node_path
 from raydf.cluster.assembly import Assembly, read_piece, symlink_atomically, write_atomically
-from raydf.cluster.destination import destination_problem_here
+from raydf.cluster.cache_commands import CacheCommands
 from raydf.cluster.job import describe
+from raydf.cluster.lending import (
+    LEND_TIMEOUT,
+    PinnedPieces,
+    SharedLend,
+    default_budget,
+    lend_each,
+    lent,
+    payload_of,
+)
 from raydf.cluster.metrics import log_event, metrics
-from raydf.cluster.placement import NAMESPACE, SCHEDULER_NAME
 from raydf.cluster.protocol import (
+    INLINE_PIECE_BYTES,
     FileCorrupt,
     FileUnplaced,
     Holdings,
     Lent,
+    LentBytes,
+    NotLent,
     PeerJoin,
     Pull,
     PullBatch,
@@ -58,8 +71,6 @@ from raydf.pieces import piece_crc
 
 __all__ = ["PeerActor"]
 
-PieceId = tuple[str, int]
-DEFAULT_BUDGET_FRACTION = 0.3  # of the node's object store, when no budget is given
 # Lending has threads of its own (a concurrency group), so pulls waiting on
 # other peers' lends can never take every thread of every peer (a deadlock
 # with many jobs at once).
@@ -69,26 +80,23 @@ CALL_THREADS = 32  # every other call at once: joins, pull batches, cache comman
 # Incomplete files of jobs that ended (Ctrl-C, a failure) are kept, pieces and
 # all, for the next job that wants them; beyond this many the oldest go.
 MAX_PARKED = 256
-LEND_TIMEOUT = 60.0  # s for a holder to answer a lend: past it, the holder is blamed
 PULL_TIMEOUT = 120.0  # s for a piece (<= 64 MiB) to arrive once lent
 PULL_THREADS = 32  # pulls at once, over every batch of every job (4 per job by default)
 
 
-class PeerActor:
+class PeerActor(CacheCommands):
     """Plain class; made remote, pinned to its node, where it is spawned."""
 
     def __init__(self, node_id: str, memory_budget: int | None = None) -> None:
         self.node_id = node_id
         self.cache = NodeCache()
         self.cache.sweep_orphans()  # left by a peer that died on this node
-        self._budget = memory_budget or _default_budget(node_id)
+        self._pinned = PinnedPieces(memory_budget or default_budget(node_id))
         self._lock = threading.Lock()
         self._tasks: dict[str, Assembly] = {}
         # job -> (dest dir, or None where this node only serves; task ids)
         self._jobs: dict[str, tuple[Path | None, list[str]]] = {}
         self._job_epochs: dict[str, str] = {}  # job -> the scheduler incarnation that runs it
-        self._pinned: OrderedDict[PieceId, tuple[Any, int, int]] = OrderedDict()
-        self._pinned_bytes = 0
         self.received_bytes = 0
         self.served_bytes = 0
         self._pullers = ThreadPoolExecutor(PULL_THREADS, thread_name_prefix="raydf-pull")
@@ -97,8 +105,8 @@ class PeerActor:
     def __repr__(self) -> str:
         done = sum(a.complete for a in self._tasks.values())
         return (f"<Peer {self.node_id[:8]} {done}/{len(self._tasks)} files, "
-                f"{len(self._pinned)} pinned ({self._pinned_bytes >> 20} MiB of "
-                f"{self._budget >> 20}) | {len(self._jobs)} jobs>")
+                f"{len(self._pinned)} pinned ({self._pinned.bytes >> 20} MiB of "
+                f"{self._pinned.budget >> 20}) | {len(self._jobs)} jobs>")
 
     # -- joining a job ---------------------------------------------------
 
@@ -116,7 +124,7 @@ class PeerActor:
         job_id, tasks, dest, memory_budget, aux, epoch = (
             join.job_id, join.tasks, join.dest, join.memory_budget, join.aux, join.epoch)
         if memory_budget:
-            self._budget = memory_budget
+            self._pinned.budget = memory_budget
         if epoch:
             self.forget_jobs_except(epoch)
             self._job_epochs[job_id] = epoch
@@ -127,6 +135,7 @@ class PeerActor:
         have: dict[str, tuple[int, ...]] = {}
         whole: list[Assembly] = []  # every piece in, not yet verified (another job's)
         cached: list[Assembly] = []  # verified already: to place
+        fresh: list[Assembly] = []  # to receive from scratch
         with self._lock:
             self._jobs[job_id] = (dest_dir, [t.task_id for t in tasks])
             for task in tasks:
@@ -134,14 +143,23 @@ class PeerActor:
                 if asm is not None and not asm.jobs and not asm.path.exists():
                     self._retire(asm)  # its file was deleted (the cache folder removed)
                     asm = None
-                asm = asm or self._open(task)
-                assert asm is not None
+                if asm is None:
+                    asm = self._open(task)
+                    assert asm is not None
+                    if not asm.complete:
+                        fresh.append(asm)
                 asm.jobs.add(job_id)
                 if asm.complete and dest_dir is not None:
                     cached.append(asm)
                 elif not asm.complete and len(asm.have) == task.num_pieces:
                     whole.append(asm)
                 have[task.task_id] = tuple(sorted(asm.have))
+            try:
+                self.cache.check_room(sum(a.spec.size for a in fresh))
+            except StorageError:
+                for asm in fresh:
+                    self._retire(asm)
+                raise
         for asm in cached:
             self._place_for(asm, job_id, dest_dir)  # type: ignore[arg-type]
         for asm in whole:
@@ -179,9 +197,8 @@ class PeerActor:
             fd = os.open(blob, os.O_RDONLY)
             asm = Assembly(task, blob, fd, have=set(range(task.num_pieces)), complete=True)
         elif receive:
-            partial = self.cache.new_partial(task.file)
-            asm = Assembly(task, partial, os.open(partial, os.O_RDWR),
-                            InOrderDigests(task.file, task.num_pieces))
+            asm = Assembly(task, self.cache.partial_path(task.file), -1,
+                           InOrderDigests(task.file, task.num_pieces))
         else:
             return None
         self._tasks[task.task_id] = asm
@@ -199,25 +216,62 @@ class PeerActor:
 
     def pull_batch(self, batch: PullBatch) -> list[PullOutcome]:
         """Take every piece of ``batch`` (at once, each from its source); one
-        outcome per pull, in order. Only a dead receiver fails the whole call."""
+        outcome per pull, in order. Only a dead receiver fails the whole call.
+        Small pieces from one holder are asked for in one ``lend_many`` call and
+        taken one after the other by one thread (fewer threads wait on the GIL)."""
+        small: dict[str, list[int]] = {}  # holder -> positions of its small pieces
         with self._lock:
             for holder, handle in batch.lenders.items():
                 self._lenders[(batch.job_id, holder)] = handle
-        futures = [self._pullers.submit(self._pull_one, batch.job_id, p) for p in batch.pulls]
-        return [f.result() for f in futures]
+            for i, p in enumerate(batch.pulls):
+                asm = self._tasks.get(p.task_id)
+                if asm is not None and asm.spec.piece(p.index).length <= INLINE_PIECE_BYTES:
+                    small.setdefault(p.source, []).append(i)
+        groups = [g for g in small.values() if len(g) > 1]
+        grouped = {i for g in groups for i in g}
+        futures = [(g, self._pullers.submit(self._pull_group, batch.job_id,
+                                            [batch.pulls[i] for i in g])) for g in groups]
+        futures += [([i], self._pullers.submit(self._pull_group, batch.job_id, [p]))
+                    for i, p in enumerate(batch.pulls) if i not in grouped]
+        outcomes: dict[int, PullOutcome] = {}
+        for positions, future in futures:
+            outcomes.update(zip(positions, future.result(), strict=True))
+        return [outcomes[i] for i in range(len(batch.pulls))]
 
-    def _pull_one(self, job_id: str, pull: Pull) -> PullOutcome:
+    def _pull_group(self, job_id: str, pulls: list[Pull]) -> list[PullOutcome]:
+        """Take ``pulls`` in turn: one alone, or small pieces of one holder that
+        answers them all in one ``lend_many`` call."""
+        if len(pulls) == 1:
+            return [self._pull_one(job_id, pulls[0], None)]
         try:
             with self._lock:
+                lender = self._lenders[(job_id, pulls[0].source)]
+            call = SharedLend(lender, [(p.task_id, p.index) for p in pulls])
+        except Exception as exc:  # as each pull's own lend would have failed
+            return [PullFailed(fault_of(exc), describe(exc)) for _ in pulls]
+        return [self._pull_one(job_id, p, (call, k)) for k, p in enumerate(pulls)]
+
+    def _pull_one(self, job_id: str, pull: Pull, shared: tuple[SharedLend, int] | None
+                  ) -> PullOutcome:
+        try:
+            if shared is not None:
+                call, position = shared
+                return self.pull(job_id, pull.task_id, pull.index, pull.crc,
+                                 lambda: call.reply(position))
+            with self._lock:
                 source = self._lenders[(job_id, pull.source)]
-            return self.pull(job_id, pull.task_id, pull.index, pull.crc, source)
+            return self.pull(job_id, pull.task_id, pull.index, pull.crc, lambda: ray.get(
+                source.lend(pull.task_id, pull.index), timeout=LEND_TIMEOUT))
+        except StorageError as err:  # the partial could not be made (a full disk): exit 5
+            return FileUnplaced(str(err))
         except Exception as exc:  # the transfer failed; whose fault it is goes to blame
             return PullFailed(fault_of(exc), describe(exc))
 
     def pull(
-        self, job_id: str, task_id: str, index: int, crc: int | None, source: Any,
+        self, job_id: str, task_id: str, index: int, crc: int | None,
+        lend: Callable[[], Lent | LentBytes],
     ) -> PullOutcome:
-        """Take one piece from ``source`` (a lender handle: a peer or seed) for ``job_id``.
+        """Take one piece for ``job_id``; ``lend()`` asks its holder (a peer or seed).
 
         Returns :class:`Received` (``bytes`` 0 when another job already brought
         the piece; ``file_done`` once per job, when the file is verified and
@@ -234,7 +288,7 @@ class PeerActor:
             nbytes = 0
             if not fetched:
                 assert digests is not None  # set until the file is complete
-                outcome = self._fetch(asm, digests, index, crc, source)
+                outcome = self._fetch(asm, digests, index, crc, lend)
                 if isinstance(outcome, SourceLost):
                     return outcome
                 nbytes, crc = outcome
@@ -261,9 +315,10 @@ class PeerActor:
             return Received(nbytes, time.monotonic() - started, crc, file_done)
 
     def _fetch(
-        self, asm: Assembly, digests: InOrderDigests, index: int, crc: int | None, source: Any,
+        self, asm: Assembly, digests: InOrderDigests, index: int, crc: int | None,
+        lend: Callable[[], Lent | LentBytes],
     ) -> tuple[int, int] | SourceLost:
-        """Bring piece ``index`` from ``source``, write, hash and pin it.
+        """Bring piece ``index`` from its holder, write, hash and pin it.
 
         Returns ``(bytes, crc)``, or the pull's result when the source is lost.
         Another job's pull of the same piece at the same time writes the same
@@ -273,9 +328,10 @@ class PeerActor:
         task_id = asm.spec.task_id
         piece = asm.spec.piece(index)
         try:
-            lent: Lent = ray.get(source.lend(task_id, index), timeout=LEND_TIMEOUT)
-            ref, lender_crc = lent.ref, lent.crc
-            array = ray.get(ref, timeout=PULL_TIMEOUT)
+            reply = lend()
+            lender_crc = reply.crc
+            array = (reply.data if isinstance(reply, LentBytes)
+                     else ray.get(reply.ref, timeout=PULL_TIMEOUT))
         except (ray.exceptions.ActorUnavailableError, ray.exceptions.GetTimeoutError) as exc:
             # A passing hiccup or a stalled holder, not a dead node: retried elsewhere.
             raise SenderFailed(
@@ -292,14 +348,14 @@ class PeerActor:
                 f"piece {index} of {asm.spec.paths[0]} failed its CRC-32 on node "
                 f"{self.node_id[:8]}; it will be taken from another holder"
             )
-        os.pwrite(asm.fd, view, piece.start)
+        os.pwrite(asm.writable_fd(self.cache), view, piece.start)
         digests.add(index, view, lambda i: read_piece(asm, i))
-        own = ray.put(array)  # our own copy: serves on even if the lender dies
-        del view, array, ref
+        own = payload_of(array, ray.put)  # our own copy: serves on even if the lender dies
+        del view, array, reply
         with self._lock:
             if index in asm.have:
                 return 0, expected  # another job's pull of it finished first
-            self._pin((task_id, index), own, expected, piece.length)
+            self._pinned.add((task_id, index), own, expected, piece.length)
             asm.have.add(index)
             self.received_bytes += piece.length
         tags = {"node": self.node_id[:8]}
@@ -322,13 +378,13 @@ class PeerActor:
         """Verify the whole file, move it into the cache, place it for every job."""
         assert asm.digests is not None
         try:
-            blob = self.cache.commit(asm.path, asm.spec.file, asm.digests.result())
+            blob = self.cache.commit(asm.path, asm.spec.file, asm.digests.result(), stamp=False)
         except IntegrityError as err:
             log_event("file_corrupt", node=self.node_id[:8], file=asm.spec.paths[0],
                       task=asm.spec.task_id, error=str(err).replace(" ", "_")[:120])
             with self._lock:
                 asm.corrupt = str(err)
-                self._unpin_task(asm.spec.task_id)
+                self._pinned.drop_task(asm.spec.task_id)
                 self._retire(asm)
             raise
         log_event("file_verified", node=self.node_id[:8], jobs=",".join(sorted(asm.jobs)),
@@ -339,6 +395,8 @@ class PeerActor:
         for job_id, dest_dir in dests.items():
             if dest_dir is not None:
                 self._place_for(asm, job_id, dest_dir)
+        if blob.parent == self.cache.blobs:  # after its links: one stamp, not one per link
+            self.cache.stamp(blob)
 
     def _place_for(self, asm: Assembly, job_id: str, dest_dir: Path) -> None:
         """Place a verified file for one job; a failure is that job's, on this node."""
@@ -360,19 +418,18 @@ class PeerActor:
             if old is None or old.complete or old.retired:
                 return
             old.busy += 1
-            partial = self.cache.new_partial(old.spec.file)
-            fresh = Assembly(old.spec, partial, os.open(partial, os.O_RDWR),
-                              InOrderDigests(old.spec.file, old.spec.num_pieces),
+            fresh = Assembly(old.spec, self.cache.partial_path(old.spec.file), -1,
+                             InOrderDigests(old.spec.file, old.spec.num_pieces),
                               jobs=set(old.jobs), reported=set(old.reported), fixed=dict(fixed))
             self._tasks[task_id] = fresh
-            self._unpin_task(task_id)
+            self._pinned.drop_task(task_id)
             keep = sorted(old.have - set(fixed))
         try:
             digests = fresh.digests
             assert digests is not None
             for index in keep:
                 data = read_piece(old, index)
-                os.pwrite(fresh.fd, data, old.spec.piece(index).start)
+                os.pwrite(fresh.writable_fd(self.cache), data, old.spec.piece(index).start)
                 digests.add(index, data, lambda i: read_piece(fresh, i))
                 with self._lock:
                     fresh.have.add(index)
@@ -403,7 +460,7 @@ class PeerActor:
                 asm.busy -= 1
         log_event("copy_corrupt", node=self.node_id[:8], file=task.paths[0])
         with self._lock:
-            self._unpin_task(task.task_id)
+            self._pinned.drop_task(task.task_id)
             self._retire(asm)
             dest_dir = self._jobs.get(job_id, (None, []))[0]
         for target in [dest_dir / rel for rel in task.paths] if dest_dir is not None else []:
@@ -421,7 +478,7 @@ class PeerActor:
             if old is not None and old.complete:
                 return
             if old is not None:
-                self._unpin_task(task.task_id)
+                self._pinned.drop_task(task.task_id)
                 self._retire(old)
             jobs = {j for j, (_, tasks) in self._jobs.items() if task.task_id in tasks}
             fresh = self._open(task, receive=any(self._jobs[j][0] is not None for j in jobs))
@@ -431,24 +488,29 @@ class PeerActor:
     # -- serving ---------------------------------------------------------
 
     @ray.method(concurrency_group=SERVE_GROUP)
-    def lend(self, task_id: str, index: int) -> Lent:
-        """The ref (owned by this peer) and CRC-32 of a piece this node has,
-        re-read from disk if unpinned."""
+    def lend(self, task_id: str, index: int) -> Lent | LentBytes:
+        """The ref (owned by this peer) and CRC-32 of a piece this node has, or a
+        small piece's bytes; re-read from disk if unpinned."""
         key = (task_id, index)
         with self._lock:
             pinned = self._pinned.get(key)
             if pinned is not None:
-                self._pinned.move_to_end(key)
                 self.served_bytes += pinned[2]
-                return Lent(pinned[0], pinned[1])
+                return lent(pinned[0], pinned[1])
         with self._using(task_id) as asm:
             data = read_piece(asm, index)
             crc = piece_crc(data)
-            ref = ray.put(data.obj)
+            payload = payload_of(np.asarray(data), ray.put)
             with self._lock:
-                self._pin(key, ref, crc, len(data))
+                self._pinned.add(key, payload, crc, len(data))
                 self.served_bytes += len(data)
-            return Lent(ref, crc)
+            return lent(payload, crc)
+
+    @ray.method(concurrency_group=SERVE_GROUP)
+    def lend_many(self, pieces: list[tuple[str, int]]) -> list[Lent | LentBytes | NotLent]:
+        """:meth:`lend` each of ``pieces`` (small ones), in one call."""
+        # Through lend itself (a subclass may change it); ray.method leaves it plain here.
+        return lend_each(cast("Callable[[str, int], Lent | LentBytes]", self.lend), pieces)
 
     @contextmanager
     def _using(self, task_id: str) -> Iterator[Assembly]:
@@ -475,23 +537,10 @@ class PeerActor:
             self._close(asm)
 
     def _close(self, asm: Assembly) -> None:
-        os.close(asm.fd)
+        if asm.fd >= 0:
+            os.close(asm.fd)
         if not asm.complete:
             self.cache.discard(asm.path)
-
-    def _pin(self, key: PieceId, ref: Any, crc: int, nbytes: int) -> None:
-        old = self._pinned.pop(key, None)
-        if old is not None:
-            self._pinned_bytes -= old[2]
-        self._pinned[key] = (ref, crc, nbytes)
-        self._pinned_bytes += nbytes
-        while self._pinned_bytes > self._budget and len(self._pinned) > 1:
-            _, (_, _, size) = self._pinned.popitem(last=False)
-            self._pinned_bytes -= size
-
-    def _unpin_task(self, task_id: str) -> None:
-        for key in [k for k in self._pinned if k[0] == task_id]:
-            self._pinned_bytes -= self._pinned.pop(key)[2]
 
     # -- leaving a job ---------------------------------------------------
 
@@ -515,7 +564,7 @@ class PeerActor:
                 asm.unplaced.pop(job_id, None)
                 if asm.jobs:
                     continue
-                self._unpin_task(task_id)
+                self._pinned.drop_task(task_id)
                 if (asm.complete or not asm.have or asm.corrupt is not None
                         or task_id in (discard or ())):
                     self._retire(asm)
@@ -543,45 +592,6 @@ class PeerActor:
         for asm in parked[: max(len(parked) - keep, 0)]:
             self._retire(asm)
 
-    def cache_entries(self) -> list[dict[str, object]]:
-        return self.cache.entries()
-
-    def _forget_orphaned_jobs(self) -> None:
-        """Finish the jobs of a scheduler that died (nobody else will), so their
-        files are not "busy" for ever; kept if the scheduler cannot be asked."""
-        try:
-            sched = ray.get_actor(SCHEDULER_NAME, namespace=NAMESPACE)
-            epoch = ray.get(sched.current_epoch.remote(), timeout=10)
-        except ValueError:
-            epoch = "none"  # no scheduler at all: every job here is orphaned
-        except Exception:  # busy or restarting: cannot tell, so keep them
-            return
-        self.forget_jobs_except(epoch)
-
-    def destination_problem(self, dest: str, recursive: bool) -> StorageError | None:
-        """Why ``-O`` cannot be written on this node, if it cannot (callers ask first)."""
-        return destination_problem_here(dest, recursive)
-
-    def cache_remove(self, key: str) -> int:
-        self._forget_orphaned_jobs()
-        with self._lock:
-            if any(a.spec.task_id == key and a.jobs for a in self._tasks.values()):
-                return 0  # in use by a running job
-            for asm in [a for a in self._tasks.values() if a.spec.task_id == key]:
-                self._retire(asm)
-            return self.cache.remove(key)
-
-    def cache_gc(self) -> dict[str, int]:
-        self._forget_orphaned_jobs()
-        with self._lock:
-            self._drop_parked(0)  # kept pieces of ended jobs go too
-            for asm in [a for a in self._tasks.values() if not a.jobs]:
-                self._retire(asm)
-            busy = {a.spec.task_id for a in self._tasks.values()}
-            if busy:
-                return {"partials": 0, "blobs": 0, "bytes": 0, "skipped_busy": len(busy)}
-            return self.cache.gc()
-
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
             return {
@@ -591,19 +601,9 @@ class PeerActor:
                 "files_complete": sum(a.complete for a in self._tasks.values()),
                 "files": len(self._tasks),
                 "pinned_pieces": len(self._pinned),
-                "pinned_bytes": self._pinned_bytes,
-                "budget": self._budget,
+                "pinned_bytes": self._pinned.bytes,
+                "budget": self._pinned.budget,
                 "received_bytes": self.received_bytes,
                 "served_bytes": self.served_bytes,
                 "jobs": sorted(self._jobs),
             }
-
-
-
-def _default_budget(node_id: str) -> int:
-    for node in ray.nodes():
-        if node.get("NodeID") == node_id:
-            store = node.get("Resources", {}).get("object_store_memory", 0)
-            if store:
-                return int(store * DEFAULT_BUDGET_FRACTION)
-    return 2 * 2**30

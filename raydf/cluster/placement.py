@@ -8,6 +8,8 @@ from typing import Any
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from raydf.policy import SMALL_PIECES_PER_FETCH
+
 __all__ = ["NAMESPACE", "SCHEDULER_NAME", "SEED_RESOURCE", "alive_nodes", "on_head", "seed_options"]
 
 NAMESPACE = "raydf"
@@ -38,7 +40,8 @@ def on_head(soft: bool) -> dict[str, Any]:
 
 def seed_options(fetches: int) -> dict[str, Any]:
     """Options for a new seed actor: on a ``raydf_seed`` node if the cluster has
-    any, else on the head node; ``fetches`` origin reads at once."""
+    any, else on the head node; ``fetches`` origin reads at once (more for a job
+    of small pieces: see :meth:`raydf.policy.Limits.for_largest_piece`)."""
     has_seed_nodes = any(SEED_RESOURCE in n.get("Resources", {}) for n in alive_nodes())
     placement: dict[str, Any] = (
         {"resources": {SEED_RESOURCE: 0.01}} if has_seed_nodes else on_head(soft=True)
@@ -47,6 +50,6 @@ def seed_options(fetches: int) -> dict[str, Any]:
         "name": f"{SEED_PREFIX}{uuid.uuid4().hex[:12]}",
         "namespace": NAMESPACE,
         "num_cpus": 0,
-        "max_concurrency": fetches + 16,
+        "max_concurrency": fetches * SMALL_PIECES_PER_FETCH + 16,
         **placement,
     }

@@ -12,7 +12,8 @@ Who sends what::
     scheduler ──plan()───────────────▶ seed           (RepoPlan back: then plan_job)
     scheduler ──PeerJoin─────────────▶ peer           (Holdings back)
     scheduler ──PullBatch────────────▶ peer           (one PullOutcome per Pull, in order)
-    peer      ──lend(task, index)────▶ holder         (Lent back)
+    peer      ──lend(task, index)────▶ holder         (Lent or LentBytes back)
+    peer      ──lend_many(pieces)────▶ holder         (small pieces: one of those, or NotLent, each)
     scheduler ──fetch(task, index)───▶ seed           (Fetched back)
 
 A pull that did not deliver is a value with a name (:class:`SourceLost`,
@@ -32,7 +33,12 @@ from raydf.options import Request
 from raydf.plan import RepoPlan
 from raydf.policy import Limits
 
+# A piece this small travels inside the lend reply (Ray inlines a reply under
+# 100 KiB): one call instead of a call, an object fetch and a re-put.
+INLINE_PIECE_BYTES = 64 * 2**10
+
 __all__ = [
+    "INLINE_PIECE_BYTES",
     "Fetched",
     "FileCorrupt",
     "FileUnplaced",
@@ -41,6 +47,8 @@ __all__ = [
     "JobSpec",
     "JobStatus",
     "Lent",
+    "LentBytes",
+    "NotLent",
     "PeerJoin",
     "Pull",
     "PullBatch",
@@ -181,6 +189,23 @@ class Lent:
 
     ref: Any
     crc: int
+
+
+@dataclass(frozen=True)
+class LentBytes:
+    """A holder's answer to ``lend`` for a piece of at most ``INLINE_PIECE_BYTES``:
+    the bytes themselves (an ``np.uint8`` array) inside the reply, and their CRC-32.
+    No object in the store, so no owner to outlive and no second fetch."""
+
+    data: Any
+    crc: int
+
+
+@dataclass(frozen=True)
+class NotLent:
+    """A holder's answer, in a ``lend_many``, for a piece it could not lend."""
+
+    reason: str
 
 
 @dataclass(frozen=True)

@@ -260,8 +260,10 @@ class SchedulerActor:
         """
         job_id = spec.job_id or uuid.uuid4().hex[:12]
         fingerprint = spec.fingerprint
+        largest = max((t.piece(0).length for t in spec.tasks), default=0)
         job = Job(job_id, spec.plan, {t.task_id: t for t in spec.tasks}, f"seed-{job_id}", seed,
-                  dict(peers), spec.dest, spec.limits, spec.memory_budget, fingerprint)
+                  dict(peers), spec.dest, spec.limits.for_largest_piece(largest),
+                  spec.memory_budget, fingerprint)
         job.holders = {n: h for n, h in (holders or {}).items() if n not in peers}
         job.aux = list(spec.aux)
         self._jobs[job_id] = job

@@ -7,7 +7,9 @@ token is never in an actor's creation spec, the GCS or the object store; a
 seed serves that one job and is killed when it ends. It resolves and lists
 once, fetches each piece it is asked for with one ranged GET, puts it in the
 object store as an ``np.uint8`` array (zero-copy for readers on the same
-node) and lends its ref to peers until the scheduler releases it. Several
+node) and lends its ref to peers until the scheduler releases it; a small
+piece it keeps as bytes and lends inside the reply (see
+:data:`~raydf.cluster.protocol.INLINE_PIECE_BYTES`). Several
 fetches run at once (a threaded actor), so peers take piece *k* while piece
 *k+1* is still arriving.
 """
@@ -24,8 +26,9 @@ import ray
 from raydf.backends import backend_class
 from raydf.backends.base import Authorizing, Backend, Secret, hub_requests
 from raydf.cache import InOrderDigests, check_digests, file_digests
+from raydf.cluster.lending import lend_each, lent, payload_of
 from raydf.cluster.metrics import log_event, metrics
-from raydf.cluster.protocol import Fetched, Lent, SeedStats
+from raydf.cluster.protocol import Fetched, Lent, LentBytes, NotLent, SeedStats
 from raydf.cluster.spec import TaskSpec
 from raydf.errors import IntegrityError
 from raydf.options import Request
@@ -46,7 +49,7 @@ class SeedActor:
         self._backend: Backend | None = None
         self._plan: RepoPlan | None = None
         self._tasks: dict[str, TaskSpec] = {}
-        self._held: dict[PieceId, tuple[Any, int]] = {}
+        self._held: dict[PieceId, tuple[Any, int]] = {}  # (a ref, or small bytes; CRC-32)
         self._lock = threading.Lock()
         self.origin_bytes = 0
         # The whole-file digest of each file, fed as its pieces arrive (see fetch).
@@ -126,7 +129,7 @@ class SeedActor:
         assert self._plan is not None
         self._open().read_into(self._plan.commit, task.file.repo_path, piece.start, buffer.data)
         crc = piece_crc(buffer.data)
-        ref = ray.put(buffer)
+        ref = payload_of(buffer, ray.put)
         if piece.length:  # an empty file is one piece of 0 bytes; counters take only > 0
             metrics().origin_bytes.inc(piece.length)
         with self._lock:
@@ -149,7 +152,7 @@ class SeedActor:
             digests = self._digests.setdefault(task_id,
                                                InOrderDigests(task.file, task.num_pieces))
             self._ahead[(task_id, index)] = ref
-        digests.add(index, data, lambda i: memoryview(ray.get(self._ahead[(task_id, i)])))
+        digests.add(index, data, lambda i: memoryview(_bytes(self._ahead[(task_id, i)])))
         found = digests.result()
         with self._lock:
             for key in [k for k in self._ahead if k[0] == task_id and k[1] < digests.hashed]:
@@ -190,7 +193,7 @@ class SeedActor:
                 self.origin_bytes += spent
                 for i, buffer in changed.items():
                     crc = piece_crc(buffer.data)
-                    self._held[(task.task_id, i)] = (ray.put(buffer), crc)
+                    self._held[(task.task_id, i)] = (payload_of(buffer, ray.put), crc)
                     self._crcs[(task.task_id, i)] = healed[i] = crc
             log_event("file_healed", file=task.paths[0], task=task.task_id, reads=read,
                       pieces=len(healed))
@@ -207,11 +210,16 @@ class SeedActor:
                   reads=1 + HEAL_READS)
         raise IntegrityError(why)
 
-    def lend(self, task_id: str, index: int) -> Lent:
-        """A held piece's ref (it stays owned by this seed) and CRC-32."""
+    def lend(self, task_id: str, index: int) -> Lent | LentBytes:
+        """A held piece's ref (it stays owned by this seed), or a small piece's
+        bytes, and its CRC-32."""
         with self._lock:
-            ref, crc = self._held[(task_id, index)]
-        return Lent(ref, crc)
+            payload, crc = self._held[(task_id, index)]
+        return lent(payload, crc)
+
+    def lend_many(self, pieces: list[PieceId]) -> list[Lent | LentBytes | NotLent]:
+        """:meth:`lend` each of ``pieces`` (small ones), in one call."""
+        return lend_each(self.lend, pieces)
 
     def release(self, pieces: list[PieceId]) -> None:
         """Drop pieces enough peers hold, so the seed's memory stays bounded."""
@@ -239,3 +247,8 @@ class SeedActor:
             self._held.clear()
         if self._backend is not None:
             self._backend.close()
+
+
+def _bytes(payload: Any) -> Any:
+    """A held piece's array (see :func:`~raydf.cluster.lending.payload_of`)."""
+    return payload if isinstance(payload, np.ndarray) else ray.get(payload)

@@ -63,6 +63,9 @@ async def apply_heals(job: Job, pending: dict[asyncio.Future[Any], list[Assignme
             for piece in pieces:
                 state.add_holding(job.seed_id, piece)
                 job.seed_held.add(piece)
+            # Held anew: a release the seed was not yet told of must not drop them.
+            held_anew = set(pieces)
+            job.unreleased = [p for p in job.unreleased if p not in held_anew]
         nodes = [n for n in job.peers if n not in job.node_error]
         calls = [job.peers[n].retake(job.job_id, task_id, crcs) for n in nodes]
         outcomes = await asyncio.gather(*calls, return_exceptions=True)

@@ -21,7 +21,7 @@ import ray
 
 from raydf.cluster.peer import SERVE_GROUP, PeerActor
 from raydf.cluster.placement import NAMESPACE
-from raydf.cluster.protocol import Lent
+from raydf.cluster.protocol import Lent, LentBytes
 
 __all__ = ["CorruptingPeer", "StalledLender", "install_corrupting_peer"]
 
@@ -35,14 +35,17 @@ class CorruptingPeer(PeerActor):
         self.corrupted_lends = 0
 
     @ray.method(concurrency_group=SERVE_GROUP)
-    def lend(self, task_id: str, index: int) -> Lent:  # type: ignore[override]
-        lent: Lent = super().lend(task_id, index)  # type: ignore[operator]
-        bad = np.array(ray.get(lent.ref), dtype=np.uint8, copy=True)
+    def lend(self, task_id: str, index: int) -> Lent | LentBytes:  # type: ignore[override]
+        lent: Lent | LentBytes = super().lend(task_id, index)  # type: ignore[operator]
+        good = lent.data if isinstance(lent, LentBytes) else ray.get(lent.ref)
+        bad = np.array(good, dtype=np.uint8, copy=True)
         if len(bad):
             bad[len(bad) // 2] ^= 0xFF
+        self.corrupted_lends += 1
+        if isinstance(lent, LentBytes):
+            return LentBytes(bad, lent.crc)
         bad_ref = ray.put(bad)
         self._bad[(task_id, index)] = bad_ref
-        self.corrupted_lends += 1
         return Lent(bad_ref, lent.crc)
 
     def corrupted(self) -> int:

@@ -153,3 +153,22 @@ def test_a_blob_written_and_given_its_mtime_back_is_hashed_again_and_dropped(
     assert cache.blob(file) is None  # hashed, failed, dropped
     assert not blob.exists()
     assert dest.read_bytes() != data  # the destination is the user's: not deleted here
+
+
+def test_the_space_check_recreates_a_removed_cache_folder_and_refuses_more_than_is_free(
+    tmp_path: Path,
+) -> None:
+    cache = NodeCache(tmp_path / "cache")
+    shutil.rmtree(tmp_path / "cache")
+    cache.check_room(1)
+    assert cache.partials.is_dir()
+    with pytest.raises(StorageError, match="no space left"):
+        cache.check_room(2**62)
+
+
+def test_a_partial_is_made_where_its_name_was_given(tmp_path: Path) -> None:
+    cache = NodeCache(tmp_path / "cache")
+    file = RemoteFile("a.bin", "a.bin", 10, sha256="0" * 64)
+    name = cache.partial_path(file)
+    assert not name.exists()
+    assert cache.new_partial(file, name) == name and name.stat().st_size == 10

@@ -540,3 +540,14 @@ def test_limits_must_allow_at_least_one_transfer() -> None:
         Limits(holder_uploads=0)
     with pytest.raises(ValueError, match="seed_uploads"):
         Limits(seed_uploads=0)
+
+
+def test_small_pieces_share_a_transfer_slot_and_large_ones_keep_the_counts() -> None:
+    base = Limits()
+    assert base.for_largest_piece(64 * 2**20) == base
+    assert base.for_largest_piece(4 * 2**20) == base
+    small = base.for_largest_piece(16 * 2**10)
+    assert (small.peer_downloads, small.holder_uploads, small.seed_uploads) == (
+        16 * base.peer_downloads, 16 * base.holder_uploads, 16 * base.seed_uploads)
+    assert small.origin_fetches == 4 * base.origin_fetches
+    assert base.for_largest_piece(2 * 2**20).peer_downloads == 2 * base.peer_downloads
