@@ -66,6 +66,10 @@ NODE_DEATH_WAIT = 45.0  # Ray's health checks mark a dead node within ~30 s
 # A seed handed to a caller (who gives it the token) that is neither started
 # nor added to a job within this long (the caller died in between) is killed.
 HANDED_SEED_TIMEOUT = 120.0
+# A caller that missed a job for the same request by this little (it ended as
+# the caller came to join) reuses that job's listing: one listing for callers
+# that arrive together, however the timing falls.
+RELIST_AFTER = 10.0
 
 
 class SchedulerActor:
@@ -79,6 +83,7 @@ class SchedulerActor:
         self._writers: dict[str, tuple[str, frozenset[str], str]] = {}
         self._standby: SeedHandle | None = None
         self._handed: set[SeedHandle] = set()  # given to callers, not yet in a job
+        self._listed: dict[str, tuple[float, RepoPlan]] = {}  # fingerprint -> a finished job's
         self._planning: dict[str, bool] = {}  # job being planned -> cancelled meanwhile
         # This incarnation: peers drop jobs of an earlier one (it died mid-job).
         self.epoch = uuid.uuid4().hex
@@ -228,10 +233,14 @@ class SchedulerActor:
         """
         self._handed.discard(seed)
         self._planning[ask.job_id] = False
+        listed = self._listed.get(ask.fingerprint or "")
         try:
-            plan = await seed.plan()
-            spec = plan_job(ask, plan)
-            await seed.add_tasks(list(spec.tasks))
+            if listed is not None and time.monotonic() - listed[0] < RELIST_AFTER:
+                spec = plan_job(ask, listed[1])  # the same token was judged for it
+                await seed.adopt(listed[1], list(spec.tasks))
+            else:
+                spec = plan_job(ask, await seed.plan())
+                await seed.add_tasks(list(spec.tasks))
         except BaseException as exc:
             self._end_planning(ask, seed)
             cause = getattr(exc, "cause", None)
@@ -484,6 +493,10 @@ class SchedulerActor:
                   error=(job.error or "none").replace(" ", "_")[:120])
         if job.fingerprint is not None and self._running.get(job.fingerprint) == job.job_id:
             del self._running[job.fingerprint]
+        now = time.monotonic()
+        self._listed = {f: (t, p) for f, (t, p) in self._listed.items() if now - t < RELIST_AFTER}
+        if job.fingerprint is not None and job.error is None:
+            self._listed[job.fingerprint] = (now, job.plan)
         await self._refresh_seed_requests(job)
         if job.seed is not None:
             job.seed.kill()

@@ -5,6 +5,7 @@ whose timing a cluster cannot pin down, made exact by gates the fakes wait on.""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Iterator
 from typing import cast
 
@@ -49,6 +50,7 @@ class FakeSeed:
         self.listing_asked = asyncio.Event()
         self.tasks: list[TaskSpec] = []
         self.gone = asyncio.Event()  # set when killed
+        self.adopted: RepoPlan | None = None
 
     async def plan(self) -> RepoPlan:
         self.listing_asked.set()
@@ -59,6 +61,10 @@ class FakeSeed:
         return self.listing
 
     async def add_tasks(self, tasks: list[TaskSpec]) -> None:
+        self.tasks.extend(tasks)
+
+    async def adopt(self, plan: RepoPlan, tasks: list[TaskSpec]) -> None:
+        self.adopted = plan
         self.tasks.extend(tasks)
 
     async def fetch(self, task_id: str, index: int) -> Fetched:
@@ -341,3 +347,35 @@ def test_a_seed_handed_to_a_caller_that_never_uses_it_is_killed(
     unused, used_killed, last = asyncio.run(scenario())
     assert unused.killed and last.killed
     assert not used_killed  # (the job is cancelled as the test's event loop closes)
+
+
+@pytest.mark.parametrize("relist_after", [10.0, 0.0])
+def test_a_caller_just_missing_a_finished_job_reuses_its_listing(
+    seeds: list[FakeSeed], monkeypatch: pytest.MonkeyPatch, relist_after: float,
+) -> None:
+    """Callers arriving together share one listing even when one comes as the job
+    ends (it leads a new job, whose seed adopts the finished job's plan); past
+    RELIST_AFTER the next job lists again."""
+    monkeypatch.setattr(scheduler_module, "RELIST_AFTER", relist_after)
+    first, second = FakeSeed(), FakeSeed()
+    first.listing = listing(("a.bin", MiB, "1" * 64))
+    second.listing = listing(("b.bin", MiB, "2" * 64))  # what listing again would find
+
+    async def scenario() -> Report:
+        scheduler = SchedulerActor()
+        job = await scheduler.start(ask_for("hf://org/m", "/models/m"), as_seed(first),
+                                    as_peers(a=FakePeer()))
+        await asyncio.wait_for(scheduler.wait(job, ["a"]), 10)
+        await asyncio.wait_for(scheduler._jobs[job].runner, 10)  # type: ignore[arg-type]
+        late = dataclasses.replace(ask_for("hf://org/m", "/models/m"), job_id="j3")
+        again = await scheduler.start(late, as_seed(second), as_peers(b=FakePeer()))
+        return await asyncio.wait_for(scheduler.wait(again, ["b"]), 10)
+
+    report = asyncio.run(scenario())
+    assert report.ok, [n.error for n in report.nodes]
+    if relist_after:
+        assert not second.listing_asked.is_set() and second.adopted == first.listing
+        assert [t.paths for t in second.tasks] == [("a.bin",)]
+    else:
+        assert second.listing_asked.is_set() and second.adopted is None
+        assert [t.paths for t in second.tasks] == [("b.bin",)]
