@@ -9,16 +9,16 @@ one awaited call per origin fetch and per batch of pulls into one peer.
 
 **Sharing.** Callers asking for the same thing at once (same URL, revision,
 filters, destination and token) share one job: the first *claims* the
-fingerprint and submits; the others wait for that and *join*, adding their
+fingerprint and starts the job; the others wait for that and *join*, adding their
 nodes to the running job. So N Serve replicas calling ``raydf.get`` together
 cost one listing and one origin read, not N.
 
 **Seeds.** The scheduler makes every seed (so seeds die with it) and keeps
-one started in advance: a *standby* with no request and no token, handed to
-the next caller (:meth:`new_seed`), so a job does not wait ~1 s for a worker
-process. The caller gives it the job's token; the scheduler kills the seed
-when the job ends, so a seed outlives its caller for as long as joiners need
-it, and no longer.
+one started in advance (:class:`~raydf.cluster.seed_pool.SeedPool`), handed
+to the next caller (:meth:`new_seed`). The caller gives it the job's token
+and starts the job with it (:meth:`start`): the scheduler lists through it,
+plans, and kills the seed when the job ends, so a seed outlives its caller
+for as long as joiners need it, and no longer.
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ import contextlib
 import dataclasses
 import time
 import uuid
-from pathlib import PurePosixPath
 from typing import Any
 
 import ray
@@ -46,26 +45,24 @@ from raydf.cluster.protocol import (
     PeerJoin,
 )
 from raydf.cluster.seed import SeedActor
+from raydf.cluster.seed_pool import SeedPool
 from raydf.cluster.spec import TaskSpec
-from raydf.errors import DestinationBusy, RaydfError
+from raydf.cluster.writers import Writers
+from raydf.errors import RaydfError
 from raydf.plan import RepoPlan
-from raydf.policy import Limits, PlanState
+from raydf.policy import PlanState
 from raydf.report import Report
 
 __all__ = ["SchedulerActor"]
 
 KEEP_FINISHED_JOBS = 16
 CLAIM_TIMEOUT = 300.0  # a leader that never submits is presumed gone
-STANDBY_FETCHES = Limits().origin_fetches  # origin reads at once of the standby seed
 # A caller renews its lease with every status poll (twice a second); one that
 # stays silent this long is gone (kill -9, `ray job stop`, a dead replica) and
 # its nodes leave the job, unless another live caller waits for them.
 CALLER_LEASE = 10.0
 LEASE_CHECK_EVERY = 1.0
 NODE_DEATH_WAIT = 45.0  # Ray's health checks mark a dead node within ~30 s
-# A seed handed to a caller (who gives it the token) that is neither started
-# nor added to a job within this long (the caller died in between) is killed.
-HANDED_SEED_TIMEOUT = 120.0
 # A caller that missed a job for the same request by this little (it ended as
 # the caller came to join) reuses that job's listing: one listing for callers
 # that arrive together, however the timing falls.
@@ -79,16 +76,13 @@ class SchedulerActor:
         self._jobs: dict[str, Job] = {}
         self._running: dict[str, str] = {}  # fingerprint -> job id
         self._claims: dict[str, asyncio.Event] = {}  # fingerprints being set up
-        # fingerprint -> (destination, nodes, url) of the jobs writing somewhere
-        self._writers: dict[str, tuple[str, frozenset[str], str]] = {}
-        self._standby: SeedHandle | None = None
-        self._handed: set[SeedHandle] = set()  # given to callers, not yet in a job
+        self._writers = Writers()
         self._listed: dict[str, tuple[float, RepoPlan]] = {}  # fingerprint -> a finished job's
         self._planning: dict[str, bool] = {}  # job being planned -> cancelled meanwhile
         # This incarnation: peers drop jobs of an earlier one (it died mid-job).
         self.epoch = uuid.uuid4().hex
         self._lease_watch: asyncio.Task[None] | None = None
-        self._restock()
+        self._seeds = SeedPool(self._spawn_seed)
 
     def __repr__(self) -> str:
         active = [j for j in self._jobs.values() if not j.closed]
@@ -111,7 +105,7 @@ class SchedulerActor:
         ``dest`` (with the target ``nodes``): the destination the job writes; a
         different request (another revision, token, filter) into a destination
         that a job is writing on any of the same nodes is refused
-        (:class:`DestinationBusy`): one destination, one writer, never a mix.
+        (:class:`~raydf.errors.DestinationBusy`): one destination, one writer, never a mix.
         """
         while True:
             job_id = self._running.get(fingerprint)
@@ -124,19 +118,19 @@ class SchedulerActor:
                 await asyncio.shield(running.runner)
                 continue
             if dest:
-                self._check_writer(fingerprint, dest, frozenset(nodes or ()))
+                self._writers.check(fingerprint, dest, frozenset(nodes or ()))
             pending = self._claims.get(fingerprint)
             if pending is None:
                 self._claims[fingerprint] = asyncio.Event()
                 if dest:
-                    self._writers[fingerprint] = (dest, frozenset(nodes or ()), url)
+                    self._writers.add(fingerprint, dest, frozenset(nodes or ()), url)
                 return None
             try:
                 await asyncio.wait_for(pending.wait(), timeout=CLAIM_TIMEOUT)
             except asyncio.TimeoutError:
                 if self._claims.get(fingerprint) is pending:
                     del self._claims[fingerprint]
-                    self._drop_writer(fingerprint)
+                    self._writers.drop(fingerprint)
 
     def release(self, fingerprint: str, *, keep_writer: bool = False) -> None:
         """A leader gave up before submitting: let the next caller lead."""
@@ -144,19 +138,7 @@ class SchedulerActor:
         if event is not None:
             event.set()
         if not keep_writer:
-            self._drop_writer(fingerprint)
-
-    def _check_writer(self, fingerprint: str, dest: str, nodes: frozenset[str]) -> None:
-        for owner, (other, their_nodes, url) in self._writers.items():
-            if owner != fingerprint and _overlaps(dest, other) and nodes & their_nodes:
-                raise DestinationBusy(
-                    f"another raydf job ({url}) is writing {other} on "
-                    f"{len(nodes & their_nodes)} of these nodes; wait for it to finish, "
-                    "or choose another -O"
-                )
-
-    def _drop_writer(self, fingerprint: str) -> None:
-        self._writers.pop(fingerprint, None)
+            self._writers.drop(fingerprint)
 
     async def join(self, job_id: str, peers: dict[str, PeerHandle], caller: str = "") -> bool:
         """Add nodes to a running job; False if it is ending or closed (claim again)."""
@@ -167,9 +149,7 @@ class SchedulerActor:
             job.renew(caller, list(peers))
         fresh = {n: p for n, p in peers.items() if n not in job.peers}
         job.peers.update(fresh)
-        if job.fingerprint in self._writers:
-            dest, nodes, url = self._writers[job.fingerprint]
-            self._writers[job.fingerprint] = (dest, nodes | frozenset(fresh), url)
+        self._writers.add_nodes(job.fingerprint, frozenset(fresh))
         for node in fresh:
             job.holders.pop(node, None)  # now a receiver too
         # The job must not end while its new nodes are being prepared (they
@@ -186,22 +166,8 @@ class SchedulerActor:
 
     async def new_seed(self, fetches: int) -> SeedHandle:
         """A seed with no request yet, for a caller's job (``fetches`` origin reads
-        at once): the standby if it allows as many, else a new one. The next
-        standby starts when a job ends, so its start-up (a worker process,
-        about a CPU-second) does not slow the job."""
-        if self._standby is None or fetches > STANDBY_FETCHES:
-            seed = self._spawn_seed(fetches)
-        else:
-            seed, self._standby = self._standby, None
-        self._handed.add(seed)
-        asyncio.get_running_loop().call_later(HANDED_SEED_TIMEOUT, self._reclaim, seed)
-        return seed
-
-    def _reclaim(self, seed: SeedHandle) -> None:
-        """Kill a handed seed its caller never used (the token goes with it)."""
-        if seed in self._handed:
-            self._handed.discard(seed)
-            seed.kill()
+        at once); see :class:`~raydf.cluster.seed_pool.SeedPool`."""
+        return self._seeds.hand_out(fetches)
 
     def current_epoch(self) -> str:
         """This incarnation's id (peers drop jobs of an earlier, dead one)."""
@@ -209,11 +175,7 @@ class SchedulerActor:
 
     def standby_seed(self) -> SeedHandle | None:
         """The seed the next job gets (starting, or started); None if there is none."""
-        return self._standby
-
-    def _restock(self) -> None:
-        if self._standby is None:
-            self._standby = self._spawn_seed(STANDBY_FETCHES)
+        return self._seeds.standby
 
     @staticmethod
     def _spawn_seed(fetches: int) -> SeedHandle:
@@ -231,7 +193,7 @@ class SchedulerActor:
         the seed, lets the next caller lead, and raises the raydf error. A
         :meth:`cancel` that came while planning stops the job before it starts.
         """
-        self._handed.discard(seed)
+        self._seeds.taken(seed)
         self._planning[ask.job_id] = False
         listed = self._listed.get(ask.fingerprint or "")
         try:
@@ -415,7 +377,7 @@ class SchedulerActor:
     async def add_seed(self, job_id: str, seed: SeedHandle) -> bool:
         """A caller's replacement for a lost seed (only callers hold the token):
         it takes over the job's plan, listing nothing again."""
-        self._handed.discard(seed)
+        self._seeds.taken(seed)
         job = self._jobs.get(job_id)
         if job is not None and not job.closed and job.seed is None:
             await seed.adopt(job.plan, list(job.tasks.values()))
@@ -485,7 +447,7 @@ class SchedulerActor:
         job.closed = True
         job.changed()
         if job.fingerprint is not None:
-            self._drop_writer(job.fingerprint)
+            self._writers.drop(job.fingerprint)
         metrics().active_transfers.set(0)
         log_event("job_closed", job=job.job_id, url=job.plan.url, commit=job.plan.commit[:12],
                   nodes=len(job.peers), failed=len(job.node_error),
@@ -500,7 +462,7 @@ class SchedulerActor:
         await self._refresh_seed_requests(job)
         if job.seed is not None:
             job.seed.kill()
-        self._restock()
+        self._seeds.restock()
         for node, peer in job.peers.items():
             try:
                 await peer.finish_job(job.job_id, list(job.corrupt))
@@ -526,9 +488,3 @@ async def _node_left(node: str, exc: BaseException) -> bool:
         if time.monotonic() > deadline:
             return False
         await asyncio.sleep(0.5)
-
-
-def _overlaps(a: str, b: str) -> bool:
-    """Whether one destination is, or lies inside, the other."""
-    pa, pb = PurePosixPath(a), PurePosixPath(b)
-    return pa == pb or pa in pb.parents or pb in pa.parents

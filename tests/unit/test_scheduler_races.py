@@ -13,6 +13,7 @@ import pytest
 
 from raydf.backends.base import RemoteFile
 from raydf.cluster import scheduler as scheduler_module
+from raydf.cluster import seed_pool
 from raydf.cluster.handles import PeerHandle, SeedHandle
 from raydf.cluster.planning import plan_job
 from raydf.cluster.protocol import (
@@ -328,7 +329,7 @@ def test_a_seed_handed_to_a_caller_that_never_uses_it_is_killed(
 ) -> None:
     """A caller killed between taking a seed (and giving it the token) and
     starting its job leaves no seed behind; a seed whose job runs stays."""
-    monkeypatch.setattr(scheduler_module, "HANDED_SEED_TIMEOUT", 0.05)
+    monkeypatch.setattr(seed_pool, "HANDED_SEED_TIMEOUT", 0.05)
 
     async def scenario() -> tuple[FakeSeed, bool, FakeSeed]:
         scheduler = SchedulerActor()
