@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from raydf.backends.base import hub_requests
 from raydf.cache import NodeCache, node_path
 from raydf.cluster.job import describe
-from raydf.errors import FanoutError
+from raydf.errors import FanoutError, unwrap
 from raydf.local import download
 from raydf.options import Request, make_request
 from raydf.policy import Limits
@@ -122,7 +122,6 @@ def run_fanout(
         peer_for,
         scheduler,
         seed_for,
-        unwrap,
     )
 
     limits = limits or Limits()

@@ -49,6 +49,7 @@ __all__ = [
     "StorageError",
     "UnsafeListing",
     "exit_code",
+    "unwrap",
 ]
 
 
@@ -136,6 +137,14 @@ class FanoutError(RaydfError):
 class SenderFailed(FanoutError):
     """A holder did not deliver a piece (briefly unavailable, or past the pull's
     deadline): the piece is taken again, and the holder is blamed, not the receiver."""
+
+
+def unwrap(exc: BaseException) -> BaseException:
+    """The raydf error inside a Ray task error, so users see one clean line."""
+    cause = getattr(exc, "cause", None)
+    if isinstance(cause, RaydfError):
+        return cause
+    return exc
 
 
 def exit_code(err: BaseException) -> int:

@@ -22,8 +22,8 @@ import ray
 
 from raydf.cluster.protocol import INLINE_PIECE_BYTES, Lent, LentBytes, NotLent
 
-__all__ = ["LEND_TIMEOUT", "PinnedPieces", "SharedLend", "default_budget", "lend_each", "lent",
-           "payload_of"]
+__all__ = ["LEND_TIMEOUT", "PinnedPieces", "SharedLend", "array_of", "default_budget",
+           "lend_each", "lent", "payload_of"]
 
 LEND_TIMEOUT = 60.0  # s for a holder to answer a lend: past it, the holder is blamed
 DEFAULT_BUDGET_FRACTION = 0.3  # of the node's object store, when no budget is given
@@ -36,6 +36,12 @@ def payload_of(array: np.ndarray, put: Any) -> Any:
     """What to keep of a piece to lend it: its bytes when small, else ``put(array)``
     (a ref owned by this process)."""
     return array if len(array) <= INLINE_PIECE_BYTES else put(array)
+
+
+def array_of(payload: Any) -> Any:
+    """A kept piece's bytes, an ``np.uint8`` array (see :func:`payload_of`), fetched
+    if it is a ref."""
+    return payload if isinstance(payload, np.ndarray) else ray.get(payload)
 
 
 def lent(payload: Any, crc: int) -> Reply:

@@ -48,7 +48,7 @@ from raydf.cluster.seed import SeedActor
 from raydf.cluster.seed_pool import SeedPool
 from raydf.cluster.spec import TaskSpec
 from raydf.cluster.writers import Writers
-from raydf.errors import RaydfError
+from raydf.errors import RaydfError, unwrap
 from raydf.plan import RepoPlan
 from raydf.policy import PlanState
 from raydf.report import Report
@@ -205,8 +205,7 @@ class SchedulerActor:
                 await seed.add_tasks(list(spec.tasks))
         except BaseException as exc:
             self._end_planning(ask, seed)
-            cause = getattr(exc, "cause", None)
-            raise (cause if isinstance(cause, RaydfError) else exc) from None
+            raise unwrap(exc) from None
         if self._planning.get(ask.job_id):
             self._end_planning(ask, seed)  # its caller cancelled: nothing starts
             return ask.job_id

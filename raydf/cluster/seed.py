@@ -26,7 +26,7 @@ import ray
 from raydf.backends import backend_class
 from raydf.backends.base import Authorizing, Backend, Secret, hub_requests
 from raydf.cache import InOrderDigests, check_digests, file_digests
-from raydf.cluster.lending import lend_each, lent, payload_of
+from raydf.cluster.lending import array_of, lend_each, lent, payload_of
 from raydf.cluster.metrics import log_event, metrics
 from raydf.cluster.protocol import Fetched, Lent, LentBytes, NotLent, SeedStats
 from raydf.cluster.spec import TaskSpec
@@ -152,7 +152,7 @@ class SeedActor:
             digests = self._digests.setdefault(task_id,
                                                InOrderDigests(task.file, task.num_pieces))
             self._ahead[(task_id, index)] = ref
-        digests.add(index, data, lambda i: memoryview(_bytes(self._ahead[(task_id, i)])))
+        digests.add(index, data, lambda i: memoryview(array_of(self._ahead[(task_id, i)])))
         found = digests.result()
         with self._lock:
             for key in [k for k in self._ahead if k[0] == task_id and k[1] < digests.hashed]:
@@ -247,8 +247,3 @@ class SeedActor:
             self._held.clear()
         if self._backend is not None:
             self._backend.close()
-
-
-def _bytes(payload: Any) -> Any:
-    """A held piece's array (see :func:`~raydf.cluster.lending.payload_of`)."""
-    return payload if isinstance(payload, np.ndarray) else ray.get(payload)

@@ -25,7 +25,7 @@ from raydf.cluster.handles import SchedulerHandle, SeedHandle
 from raydf.cluster.peer import CALL_THREADS, SERVE_GROUP, SERVE_THREADS, PeerActor
 from raydf.cluster.placement import NAMESPACE, SCHEDULER_NAME, SEED_RESOURCE, alive_nodes, on_head
 from raydf.cluster.scheduler import SchedulerActor
-from raydf.errors import ConfigError, RaydfError
+from raydf.errors import ConfigError
 from raydf.options import Request
 
 __all__ = [
@@ -39,7 +39,6 @@ __all__ = [
     "scheduler",
     "seed_for",
     "target_nodes",
-    "unwrap",
 ]
 
 _PROBE_SECONDS = 3.0  # per step of the check that a Ray cluster answers at an address
@@ -245,10 +244,3 @@ def fingerprint(request: Request) -> str:
              str(request.recursive), hashlib.sha256(token.encode()).hexdigest()]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
-
-def unwrap(exc: BaseException) -> BaseException:
-    """The raydf error inside a Ray task error, so users see one clean line."""
-    cause = getattr(exc, "cause", None)
-    if isinstance(cause, RaydfError):
-        return cause
-    return exc
