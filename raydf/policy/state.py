@@ -1,103 +1,19 @@
-"""Which piece moves next, and from whom: the scheduling policy of a fan-out.
-
-A fan-out sends *tasks* (one file each) cut into *pieces* to *peers* (one per
-node). Only *seeds* read the origin: a seed fetches a piece once and holds it.
-Peers pull pieces from *holders* (a seed, or a peer that has the piece) and
-become holders in turn. :class:`PlanState` is the scheduler's bookkeeping,
-:func:`decide` says what to start next: plain Python, no Ray, no I/O.
-
-1. *Origin once.* A piece comes from the origin only when no holder has it,
-   nothing is moving it and some peer needs it; in (task, index) order, so
-   that peers stream piece *k* while a seed fetches *k+1*; spread over the
-   seeds, at most ``origin_fetches`` in flight each.
-2. *Rarest first.* A peer with a free download slot takes the pieces with
-   the fewest copies (held plus moving; ties: task, index), so that peers
-   deciding together take different pieces and trade them (BitTorrent). The
-   source is a holder with a free upload slot: a peer before a seed (the
-   seed must not be the hot spot), then the least loaded. A seed has more
-   slots than a peer (``seed_uploads``), but the extra ones carry only first
-   copies, pieces no peer has or is getting: it keeps pace with its own
-   origin reads (one peer alone would otherwise wait on it) and still
-   serves few copies of any piece. A holder with a
-   free slot serves its rarest piece to the peer that misses the most: every
-   peer then holds something others lack, all uploads stay busy and slow
-   peers keep up. (Serving whichever peer came first starved the others and
-   idled their uploads: 1.8x the lower bound in ``benchmarks/simulate.py``.)
-3. *Losses.* A lost holder's pieces come from the remaining holders, and from
-   the origin only when none remains. A *distrusted* holder (its bytes failed
-   a CRC, or it keeps failing; see :mod:`raydf.blame`) is lost as a source
-   only: it is never chosen to send again, and still receives what it wants.
-
-Cost: mutations note what they may have made possible (a slot back from full,
-a new holding, a new need) and :func:`decide` looks only at that: once its
-last answer was started, no free download slot fits a free upload slot. The
-notes are forgotten at the first change after a :func:`decide`, except for
-proposals left unstarted.
+"""The scheduler's bookkeeping of a fan-out (:class:`PlanState`): what every
+peer wants and holds, what is moving, in which zone each node is; every
+mutation keeps the indexes that :mod:`raydf.policy.matching` reads when it
+decides (the package's rules are in :mod:`raydf.policy`). Pure: no Ray, no I/O.
 """
 
 from __future__ import annotations
 
 import bisect
-import dataclasses
-import heapq
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
 
-__all__ = ["ORIGIN", "Assignment", "Limits", "PieceId", "PlanState", "decide"]
+from raydf.policy import matching
+from raydf.policy.limits import ORIGIN, Assignment, Limits, PieceId
+from raydf.policy.zones import Zones
 
-PieceId = tuple[str, int]
-"""(task id = one file's content key, piece index)."""
-
-ORIGIN = "origin"
-"""Pseudo-source of an origin fetch: the hub, read by a seed."""
-
-_FEW = 32  # needers of a piece that _taker compares one by one
-SLOT_BYTES = 4 * 2**20  # what one transfer slot is sized for: a piece of a file cut in pieces
-SMALL_PIECES_PER_SLOT = 16  # at most this many small pieces share one slot
-SMALL_PIECES_PER_FETCH = 4  # at most this many small pieces share one origin fetch slot
-
-
-@dataclass(frozen=True)
-class Assignment:
-    """One transfer: ``peer`` receives ``piece`` from ``source``.
-
-    For an origin fetch ``source`` is :data:`ORIGIN` and ``peer`` is a seed id.
-    """
-
-    peer: str
-    piece: PieceId
-    source: str
-
-
-@dataclass(frozen=True)
-class Limits:
-    """Transfers in flight allowed at once."""
-
-    peer_downloads: int = 4  # into one peer
-    holder_uploads: int = 2  # out of one peer holder
-    origin_fetches: int = 8  # from the origin, per seed
-    seed_uploads: int = 4  # out of one seed
-
-    def __post_init__(self) -> None:
-        for name in ("peer_downloads", "holder_uploads", "origin_fetches", "seed_uploads"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"Limits.{name} must be at least 1, got {getattr(self, name)}")
-
-    def for_largest_piece(self, largest: int) -> Limits:
-        """These limits for a job whose pieces are at most ``largest`` bytes: the
-        caps count slots of ``SLOT_BYTES``, and pieces far smaller share a slot (up
-        to ``SMALL_PIECES_PER_SLOT``), so a dataset of small files keeps about as
-        many bytes moving as a model does instead of waiting on round trips. Origin
-        fetches share less (``SMALL_PIECES_PER_FETCH``): the origin answers each
-        request in its own time, whatever its size."""
-        share = min(SMALL_PIECES_PER_SLOT, SLOT_BYTES // max(largest, 1))
-        if share <= 1:
-            return self
-        return dataclasses.replace(self, peer_downloads=self.peer_downloads * share,
-                                   holder_uploads=self.holder_uploads * share,
-                                   seed_uploads=self.seed_uploads * share,
-                                   origin_fetches=self.origin_fetches
-                                   * min(share, SMALL_PIECES_PER_FETCH))
+__all__ = ["PlanState"]
 
 
 class PlanState:
@@ -108,8 +24,10 @@ class PlanState:
     then index.
     """
 
-    def __init__(self, tasks: Mapping[str, int], seeds: Sequence[str], limits: Limits = Limits()) -> None:
-        """Plan ``tasks`` (task id -> piece count) with the given seeds."""
+    def __init__(self, tasks: Mapping[str, int], seeds: Sequence[str], limits: Limits = Limits(),
+                 zones: Mapping[str, str] | None = None) -> None:
+        """Plan ``tasks`` (task id -> piece count) with the given seeds; ``zones``:
+        node id -> zone, for nodes added later too (see :meth:`place`)."""
         self.limits = limits
         self._first: dict[str, int] = {}
         self._count = dict(tasks)
@@ -147,6 +65,7 @@ class PlanState:
         self._flight: dict[Assignment, tuple[int, int, int]] = {}  # -> receiver, piece, source|-1
         self._served: dict[str, int] = {}  # completed uploads per holder
         self._distrusted: set[int] = set()  # never chosen as a source again
+        self.zones = Zones(n, limits.far_after)
         self._origin_done = 0
         # What changed since the last decide(); see the module docstring.
         self._dirty_peers: set[int] = set()
@@ -154,8 +73,30 @@ class PlanState:
         self._new_holdings: dict[int, set[int]] = {}
         self._version = 0
         self._memo: tuple[int, list[Assignment]] | None = None
+        for node, zone in (zones or {}).items():
+            self.place(node, zone)
         for seed in seeds:
             self.add_seed(seed)
+
+    def place(self, node: str, zone: str) -> None:
+        """``node`` (a peer or seed, added later) is in ``zone``; see rule 4."""
+        self.zones.place(node, zone, self._ids.get(node))
+
+    def zone_of(self, node: str) -> str:
+        """The zone of ``node`` ("" if none was given)."""
+        return self.zones.name(node)
+
+    def crosses(self, a: Assignment) -> bool:
+        """Whether transfer ``a`` goes from one zone to another."""
+        return a.source != ORIGIN and self.zones.apart(a.peer, a.source)
+
+    def clock(self, now: float) -> None:
+        """The time is ``now`` (seconds, any origin): peers that have waited
+        ``Limits.far_after`` with nothing in flight may take from far holders."""
+        ripe = self.zones.tick(now)
+        if ripe:
+            self._settle()
+            self._dirty_peers.update(ripe)
 
     def add_seed(self, seed: str) -> None:
         """Add a seed (a replacement, or one more origin reader)."""
@@ -222,6 +163,7 @@ class PlanState:
             self._touch_peer(rid)
             self._flight[a] = (rid, g, sid)
         self._moving[g] += 1
+        self.zones.count(g, rid, 1)
         self._touch(g)
 
     def finish(self, a: Assignment) -> None:
@@ -255,6 +197,7 @@ class PlanState:
         if hid is not None and g in self._holds[hid]:
             self._holds[hid].discard(g)
             self._holders[g].discard(hid)
+            self.zones.count(g, hid, -1)
             self._new_holdings.get(hid, set()).discard(g)
             self._touch(g)
             self._recheck_first_copy(g)
@@ -325,6 +268,7 @@ class PlanState:
                 self._fail(a)
         for g in self._holds.pop(hid):
             self._holders[g].discard(hid)
+            self.zones.count(g, hid, -1)
             self._touch(g)
             self._recheck_first_copy(g)
         if hid in self._need:
@@ -407,6 +351,7 @@ class PlanState:
         hid = len(self._names)
         self._names.append(name)
         self._ids[name] = hid
+        self.zones.register(name, hid)
         self._holds[hid] = set()
         self._up[hid] = 0
         self._free_up.add(hid)
@@ -440,6 +385,7 @@ class PlanState:
         if g not in self._holds[hid] and hid not in self._distrusted:
             self._holds[hid].add(g)
             self._holders[g].add(hid)
+            self.zones.count(g, hid, 1)
             self._new_holdings.setdefault(hid, set()).add(g)
             self._touch(g)
 
@@ -447,6 +393,7 @@ class PlanState:
         """Take ``a`` out of flight and give its slots back."""
         rid, g, sid = self._flight.pop(a)
         self._moving[g] -= 1
+        self.zones.count(g, rid, -1)
         if sid < 0:
             if rid in self._seeds:
                 self._seeds[rid] -= 1
@@ -511,13 +458,14 @@ class PlanState:
                 self._lag[key].add(p)
                 self._hungry[p] = key
         (self._incomplete.add if need or self._recv[p] else self._incomplete.discard)(p)
+        self.zones.wait(p, bool(need) and not self._down[p])
 
     def _touch_holder(self, h: int) -> None:
         (self._free_up.add if self._up[h] < self.upload_cap(h) else self._free_up.discard)(h)
 
     def _recheck_first_copy(self, g: int) -> None:
         """``g`` lost a holder: if a seed is now its only one, the seed may send it
-        on its extra slots again (see _Draft.up_free), so look at that seed."""
+        on its extra slots again (see matching.Draft.up_free), so look at that seed."""
         holders = self._holders[g]
         if len(holders) == 1:
             (h,) = holders
@@ -525,202 +473,14 @@ class PlanState:
                 self._dirty_holders.add(h)
 
     def upload_cap(self, h: int) -> int:
-        """Uploads at once out of holder ``h``: a seed's limit or a peer's (see _Draft.up_free)."""
+        """Uploads at once out of holder ``h``: a seed's limit or a peer's (see matching.Draft.up_free)."""
         return self.limits.seed_uploads if h in self._seeds else self.limits.holder_uploads
 
     def _done(self, p: int) -> int:
         return self._total[p] - len(self._need[p]) - len(self._recv[p])
 
-    def _propose(self) -> list[Assignment]:
+    def propose(self) -> list[Assignment]:
+        """What :func:`raydf.policy.decide` answers (memoised until the next change)."""
         if self._memo is None or self._memo[0] != self._version:
-            draft = _Draft(self)
-            self._match_peers(draft)
-            self._match_holders(draft)
-            self._fetch_orphans(draft)
-            self._memo = (self._version, draft.out)
+            self._memo = (self._version, matching.propose(self))
         return list(self._memo[1])
-
-    def _match_peers(self, draft: _Draft) -> None:
-        """Peers that got a slot back or a new need take their rarest pieces, laggards first."""
-        hungry = [p for p in self._dirty_peers if p in self._hungry]
-        free = list(self._free_up)
-        servable: set[int] | None = None  # what the holders in ``free`` hold
-        for p in sorted(hungry, key=lambda p: (-self._hungry[p], p)):
-            # Holders this draft filled cannot serve: once none is left, no peer
-            # can take anything (stop, instead of scanning every peer's needs).
-            still = [h for h in free if draft.up_free(h) > 0]
-            if not still:
-                break
-            if len(still) < len(free):
-                free, servable = still, None
-            slots = draft.down_free(p)
-            wanted = self._need[p]
-            if 4 * len(free) < len(wanted):  # few free holders: only their pieces can come
-                if servable is None:
-                    servable = set().union(*(self._holds[h] for h in free))
-                wanted = wanted & servable
-            for g in _rarest(draft, wanted, []):
-                h = self._source(g, draft)
-                if h is not None:
-                    draft.add(p, g, h)
-                    slots -= 1
-                    if not slots:
-                        break
-
-    def _match_holders(self, draft: _Draft) -> None:
-        """Holders that got a slot back or a new piece serve their rarest pieces."""
-        todo = {h: self._holds[h] for h in self._dirty_holders}
-        for h, pieces in self._new_holdings.items():
-            todo.setdefault(h, pieces)
-        # Peers before seeds: a seed serves only what no free peer holder could.
-        for h in sorted(todo, key=lambda h: (h in self._seeds, self._up[h], h)):
-            slots, again = draft.up_free(h), list[int]()
-            for g in _rarest(draft, todo[h], again) if slots > 0 else ():
-                if draft.up_free(h, g) <= 0:
-                    break  # a seed past a peer's cap, and g (like the rest) has copies
-                p = self._taker(g, draft)
-                if p is not None:  # else no one can take g now: drop it
-                    draft.add(p, g, h)
-                    slots -= 1
-                    if not slots:
-                        break
-                    heapq.heappush(again, draft.rank(g))  # offer g again, ranked with its new copy
-
-    def _fetch_orphans(self, draft: _Draft) -> None:
-        """Fill free origin slots with unheld pieces in (task, index) order, least busy seed first."""
-        cap = self.limits.origin_fetches
-        free = {s: cap - n for s, n in self._seeds.items() if n < cap}
-        if not free or not self._orphans:
-            return
-        for g in heapq.nsmallest(sum(free.values()), self._orphans):
-            s = max(free, key=lambda s: (free[s], -s))
-            draft.add(s, g, -1)
-            free[s] -= 1
-            if not free[s]:
-                del free[s]
-
-    def _source(self, g: int, draft: _Draft) -> int | None:
-        """The holder to serve ``g``: a peer before a seed, then the least loaded."""
-        holders, free_up, seeds = self._holders[g], self._free_up, self._seeds
-        idle = self.limits.holder_uploads
-        best, best_key = None, (True, 0)
-        # Walk the smaller set: few free holders when busy, an idle holder soon when not.
-        scan, other = (holders, free_up) if len(holders) <= len(free_up) else (free_up, holders)
-        for h in scan:
-            if h in other:
-                free = draft.up_free(h, g)
-                key = (h in seeds, -free)
-                if free > 0 and (best is None or key < best_key):
-                    best, best_key = h, key
-                    if free == idle and not key[0]:
-                        break  # an idle peer holder: none better
-        return best
-
-    def _taker(self, g: int, draft: _Draft) -> int | None:
-        """A hungry peer that needs ``g``, one of those that need the most."""
-        needers = self._needers[g]
-        if self._hungry.keys().isdisjoint(needers):
-            return None
-        if len(needers) <= _FEW:
-            takers = [p for p in needers if p in self._hungry and draft.can_take(p, g)]
-            return max(takers, key=self._hungry.__getitem__, default=None)
-        for key in reversed(self._lag_keys):  # the laggards usually need g: found at once
-            for p in self._lag[key]:
-                if p in needers and draft.can_take(p, g):
-                    return p
-        return None
-
-
-class _Draft:
-    """What one decide() call has chosen so far, on top of the state it must not change."""
-
-    def __init__(self, state: PlanState) -> None:
-        self.state = state
-        self.n = len(state._pieces)
-        self.out: list[Assignment] = []
-        self.up: dict[int, int] = {}
-        self.down: dict[int, int] = {}
-        self.moving: dict[int, int] = {}
-        self.taken: set[tuple[int, int]] = set()
-
-    def up_free(self, h: int, g: int | None = None) -> int:
-        """Free upload slots of holder ``h`` (to send ``g``, if given).
-
-        A seed's slots beyond a peer's cap carry only first copies (pieces no
-        peer holds or is getting): the seed keeps pace with its own origin
-        reads without becoming the hot spot that serves every copy.
-        """
-        st = self.state
-        cap = st.upload_cap(h)
-        if g is not None and cap > st.limits.holder_uploads and (
-                len(st._holders[g]) > 1 or st._moving[g] or g in self.moving):
-            cap = st.limits.holder_uploads
-        return cap - st._up[h] - self.up.get(h, 0)
-
-    def down_free(self, p: int) -> int:
-        return self.state.limits.peer_downloads - self.state._down[p] - self.down.get(p, 0)
-
-    def can_take(self, p: int, g: int) -> bool:
-        return self.down_free(p) > 0 and (p, g) not in self.taken
-
-    def rank(self, g: int) -> int:
-        """Sort key of ``g``: copies held or coming, then (task, index); ``key % n == g``."""
-        return self.state._rank[g] + self.n * self.moving.get(g, 0)
-
-    def ranks(self, pieces: set[int]) -> list[int]:
-        if self.moving and not self.moving.keys().isdisjoint(pieces):
-            return [self.rank(g) for g in pieces]
-        return list(map(self.state._rank.__getitem__, pieces))
-
-    def add(self, receiver: int, g: int, source: int) -> None:
-        """Choose ``receiver`` <- ``g`` from ``source`` (-1: the origin)."""
-        st = self.state
-        self.moving[g] = self.moving.get(g, 0) + 1
-        if source >= 0:
-            self.up[source] = self.up.get(source, 0) + 1
-            self.down[receiver] = self.down.get(receiver, 0) + 1
-            self.taken.add((receiver, g))
-        name = st._names[source] if source >= 0 else ORIGIN
-        self.out.append(Assignment(st._names[receiver], st._pieces[g], name))
-
-
-def _rarest(draft: _Draft, among: set[int], heap: list[int]) -> Iterator[int]:
-    """Pieces of ``among`` peers can move, rarest first, counting the draft's copies.
-
-    Walks the state's sorted frontier, so that a holder's rarest servable piece
-    costs about how far down it is, not how many pieces the holder has. The
-    caller may push ranks onto ``heap`` between pieces (a piece to offer again).
-    """
-    st, n = draft.state, draft.n
-    stream: Iterator[int] = iter(st._order)
-    if len(among) * 16 < len(st._frontier):  # few: rank them all
-        heap.extend(draft.ranks(among & st._frontier))
-        heapq.heapify(heap)
-        stream = iter(())
-    pending = None
-    while True:
-        if pending is None:
-            for key in stream:
-                if key % n in among:
-                    if key % n not in draft.moving:
-                        pending = key
-                        break
-                    heapq.heappush(heap, draft.rank(key % n))  # ranked higher now: merge it later
-        if heap and (pending is None or heap[0] < pending):
-            yield heapq.heappop(heap) % n
-        elif pending is None:
-            return
-        else:
-            yield pending % n
-            pending = None
-
-
-def decide(state: PlanState) -> list[Assignment]:
-    """What to start now; the caller calls ``state.start(a)`` for each one it issues.
-
-    Does not change the plan, and two calls with no change between them
-    return the same list. Follows the rules in the module docstring: never
-    exceeds the :class:`Limits`, never sends a peer a piece it has or is
-    receiving, reads the origin only for pieces nobody holds or is moving.
-    """
-    return state._propose()
