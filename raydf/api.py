@@ -13,7 +13,7 @@ from raydf.cache import NodeCache, node_path
 from raydf.cluster.job import describe
 from raydf.errors import FanoutError, unwrap
 from raydf.local import download
-from raydf.options import Request, make_request
+from raydf.options import TOPOLOGY_LABEL, Request, make_request
 from raydf.policy import Limits
 from raydf.progress import ProgressBar
 from raydf.report import NodeReport, Report
@@ -40,6 +40,7 @@ def fanout(
     limits: Limits | None = None,
     progress: bool = False,
     layout: str = "files",
+    topology_label: str = TOPOLOGY_LABEL,
     **hub_options: str | None,
 ) -> Report:
     """Deliver ``url`` to ``dest`` on every target node; return the report.
@@ -48,7 +49,9 @@ def fanout(
     label selector ``key=value``. ``layout="hf-cache"`` makes ``dest`` a Hugging
     Face cache folder (see :mod:`raydf.layout`). ``hub_options``: ``hf_token``,
     ``hf_revision``, ``hf_endpoint``, ``ms_token``, ``ms_revision``,
-    ``ms_endpoint`` (else the environment). Starts a local Ray cluster if none
+    ``ms_endpoint`` (else the environment). ``topology_label``: the Ray node
+    label that names each node's zone; pieces then cross zones about once each
+    (``""``: ignore zones). Starts a local Ray cluster if none
     is running. The report's ``ok`` is true only when every node has every
     file, verified.
 
@@ -60,7 +63,7 @@ def fanout(
                            hub_options=hub_options, layout=layout)
     connect(address)
     return run_fanout(request, target_nodes(nodes), memory_budget=memory_budget,
-                      limits=limits, progress=progress)
+                      limits=limits, progress=progress, topology_label=topology_label)
 
 
 def get(
@@ -104,10 +107,12 @@ def run_fanout(
     limits: Limits | None = None,
     progress: bool = False,
     place: bool = True,
+    topology_label: str = TOPOLOGY_LABEL,
 ) -> Report:
     """Run one fan-out of a checked request to ``nodes`` (Ray already connected).
 
     ``place=False`` fills the nodes' caches only (``raydf warm``).
+    ``topology_label``: the node label naming each node's zone ("": no zones).
 
     Joins a running job for the same request (and token) instead of starting
     another, so concurrent callers share one listing and one origin read.
@@ -139,7 +144,8 @@ def run_fanout(
         if ray.get(sched.join(running, peers, caller)):
             return _await_report(sched, running, nodes, request, limits, progress, caller)
     job = uuid.uuid4().hex[:12]
-    ask = JobRequest(job, request.without_secrets(), place, limits, memory_budget, key, caller)
+    ask = JobRequest(job, request.without_secrets(), place, limits, memory_budget, key, caller,
+                     topology_label)
     try:
         # The token goes to the seed only; the scheduler lists, plans and runs the
         # job with it, and owns the seed from here (it dies with the job).

@@ -129,6 +129,17 @@ def _add_get(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    "labels key=value[,key=value], e.g. --nodes gpu")
     p.add_argument("--local", action="store_true",
                    help="download on this machine only, straight from the origin, without Ray")
+    _add_topology(p)
+
+
+def _add_topology(p: argparse.ArgumentParser) -> None:
+    from raydf.options import TOPOLOGY_LABEL
+
+    p.add_argument("--topology-label", metavar="KEY", default=TOPOLOGY_LABEL,
+                   help="Ray node label naming each node's zone (default %(default)s): "
+                   "peers take pieces from their own zone and about one copy of each piece "
+                   "crosses into each zone; the report counts the bytes that crossed. "
+                   "--topology-label '' ignores zones")
 
 
 def _add_hub(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -179,6 +190,7 @@ def _add_admin(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     warm.add_argument("--address", metavar="ADDR", help="Ray cluster, e.g. --address auto")
     warm.add_argument("--nodes", metavar="SELECTOR", default="auto",
                       help="target nodes: auto, gpu, all or key=value, e.g. --nodes all")
+    _add_topology(warm)
     warm.add_argument("--json", action="store_true", help="print the JSON report on stdout")
     warm.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
 
@@ -341,7 +353,8 @@ def _get(args: argparse.Namespace, streams: Streams) -> int:
         _cancel_on_sigterm()
         nodes = target_nodes(args.nodes)
         _check_destinations(request, nodes)
-        report = run_fanout(request, nodes, progress=progress)
+        report = run_fanout(request, nodes, progress=progress,
+                            topology_label=args.topology_label)
     problem = None if report.ok or args.local else _job_error(report)
     if problem is not None:  # one line and its exit code, as --local says it
         print(f"raydf: error: {problem}", file=streams.err)
@@ -403,7 +416,8 @@ def _warm(args: argparse.Namespace, streams: Streams) -> int:
     connect(args.address)
     _cancel_on_sigterm()
     report = run_fanout(request, target_nodes(args.nodes), place=False,
-                        progress=not (args.no_progress or args.json))
+                        progress=not (args.no_progress or args.json),
+                        topology_label=args.topology_label)
     print(_with_status(report) if args.json else report.summary(),
           file=streams.out if args.json else streams.err)
     return report.exit_code

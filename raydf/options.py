@@ -16,7 +16,9 @@ from raydf.layout import LAYOUTS
 from raydf.plan import RepoPlan, filter_files, normalize_patterns
 from raydf.uri import OBJECT_STORE_SCHEMES, Source, parse_url
 
-__all__ = ["HUB_OPTION_KEYS", "Request", "describe_filters", "make_request"]
+__all__ = ["HUB_OPTION_KEYS", "TOPOLOGY_LABEL", "Request", "describe_filters", "make_request"]
+
+TOPOLOGY_LABEL = "ray.io/availability-zone"  # the Ray node label that names a node's zone
 
 HUB_OPTION_KEYS = frozenset(f"{hub}_{what}" for hub in ("hf", "ms")
                             for what in ("token", "endpoint", "revision"))

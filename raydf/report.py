@@ -43,6 +43,8 @@ class Report:
     error_type: str = ""  # the raydf error class that ended the job, e.g. "GatedRepoError"
     # Files the origin kept sending bad bytes for (placed nowhere): exit status 4.
     corrupt: list[str] = field(default_factory=list)
+    # Bytes peers received from a holder in another zone (see --topology-label).
+    cross_zone_bytes: int = 0
 
     @property
     def ok(self) -> bool:
@@ -73,6 +75,7 @@ class Report:
             f"{good}/{len(self.nodes)} nodes in {self.seconds:.1f} s; origin "
             f"{human_size(self.origin_bytes)} in {self.origin_requests} requests, "
             f"peer-to-peer {human_size(self.p2p_bytes)}"
+            + (f", {human_size(self.cross_zone_bytes)} across zones" if self.cross_zone_bytes else "")
         ) + "".join(f"\nraydf: node {n[:12]} {why}; skipped" for n, why in self.skipped.items())
 
 

@@ -65,6 +65,7 @@ async def drive(job: Job) -> None:
     while True:
         job.wake.clear()
         pulls: dict[str, list[Assignment | None]] = defaultdict(list)
+        starving = state.clock(time.monotonic())  # see rule 4 of raydf.policy
         for a in decide(state):
             if a.source == ORIGIN:
                 if job.draining is not None:
@@ -97,9 +98,13 @@ async def drive(job: Job) -> None:
         # waiting costs the same however many calls are in flight.
         if not finished:
             timeout = DRAIN_SECONDS if job.draining is not None else SEEDLESS_TIMEOUT
+            # A peer that starves then (rule 4 of raydf.policy) is decided for again.
+            starve = timeout if starving is None else max(starving - time.monotonic(), 0.0)
             try:
-                await asyncio.wait_for(job.wake.wait(), timeout)
+                await asyncio.wait_for(job.wake.wait(), min(timeout, starve))
             except asyncio.TimeoutError:
+                if starve < timeout:
+                    continue
                 if job.draining is None:
                     job.error = "the seed was lost and no caller supplied a new one in time"
                     return
@@ -295,7 +300,8 @@ def _release_seed_pieces(job: Job) -> None:
     assert state is not None
     copies = min(SEED_COPIES, len(job.peers))
     moved, job.moved = job.moved, set()
-    enough = [p for p in moved if p in job.seed_held and state.copies(p) - 1 >= copies]
+    enough = [p for p in moved if p in job.seed_held and state.copies(p) - 1 >= copies
+              and state.covered(p, job.seed_id)]
     if not enough:
         return
     busy = {a.piece for a in state.in_flight() if a.source == job.seed_id}

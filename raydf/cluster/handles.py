@@ -94,6 +94,9 @@ class SeedHandle(_Handle):
         """Give the seed its one job's request (sent without its token) and the token."""
         return self.actor.take.remote(request, token)  # type: ignore[no-any-return]
 
+    def node_id(self) -> ObjectRef[str]:
+        return self.actor.node_id.remote()  # type: ignore[no-any-return]
+
     def plan(self) -> ObjectRef[RepoPlan]:
         return self.actor.plan.remote()  # type: ignore[no-any-return]
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from raydf.blame import Blame
 from raydf.cluster.handles import PeerHandle, SeedHandle
+from raydf.cluster.metrics import metrics
 from raydf.cluster.spec import TaskSpec
 from raydf.errors import RaydfError, exit_code
 from raydf.plan import RepoPlan
@@ -47,6 +48,7 @@ class Job:
     node_skipped: dict[str, str] = field(default_factory=dict)  # nodes gone before they joined
     served: dict[str, int] = field(default_factory=dict)
     p2p_bytes: int = 0
+    cross_zone_bytes: int = 0  # from holders in another zone than the receiver's
     blame: Blame = field(default_factory=Blame)  # failure counts per sender and receiver
     healed: list[tuple[str, dict[int, int]]] = field(default_factory=list)  # to apply
     corrupt: dict[str, str] = field(default_factory=dict)  # task -> why nobody gets it
@@ -58,6 +60,7 @@ class Job:
     seed_requests: dict[str, int] = field(default_factory=dict)  # seed id -> origin requests
     seed_hub_requests: dict[str, dict[str, int]] = field(default_factory=dict)  # ... by kind
     seed_losses: int = 0
+    topology_label: str = ""  # the node label naming each node's zone ("": no zones)
     error: str | None = None
     error_type: str = ""  # the RaydfError class behind ``error``, for the caller's exit code
     closed: bool = False
@@ -140,6 +143,9 @@ class Job:
         self.node_received[a.peer] = self.node_received.get(a.peer, 0) + nbytes
         if a.source != self.seed_id:
             self.p2p_bytes += nbytes
+        if self.state is not None and self.state.crosses(a):
+            self.cross_zone_bytes += nbytes
+            metrics().cross_zone_bytes.inc(nbytes)
         if file_done:
             self.node_bytes[a.peer] = self.node_bytes.get(a.peer, 0) + self.tasks[a.piece[0]].size
 
@@ -168,6 +174,7 @@ class Job:
             origin_requests=sum(self.seed_requests.values()),
             hub_requests=_sum_kinds(self.seed_hub_requests.values()),
             p2p_bytes=self.p2p_bytes,
+            cross_zone_bytes=self.cross_zone_bytes,
             seconds=round(time.monotonic() - self.started, 3),
             nodes=rows,
             served={("seed" if h.startswith("seed-") else h): b for h, b in self.served.items()},

@@ -2,7 +2,7 @@
 
 Ray exports these on every node's metrics endpoint (``MetricsExportPort`` in
 ``ray.nodes()``) with the prefix ``ray_``: ``ray_raydf_origin_bytes_total``,
-``ray_raydf_p2p_bytes_total``, ``ray_raydf_pieces_total``,
+``ray_raydf_p2p_bytes_total``, ``ray_raydf_cross_zone_bytes_total``, ``ray_raydf_pieces_total``,
 ``ray_raydf_piece_seconds`` (histogram) and ``ray_raydf_active_transfers``.
 
 Log lines go to the actors' Ray log files (``/tmp/ray/session_latest/logs``),
@@ -32,6 +32,9 @@ class _Metrics:
         self.p2p_bytes = Counter(
             "raydf_p2p_bytes", description="Bytes peers received through the object store.",
             tag_keys=("node",))
+        self.cross_zone_bytes = Counter(
+            "raydf_cross_zone_bytes",
+            description="Bytes peers received from a holder in another zone.")
         self.pieces = Counter(
             "raydf_pieces", description="Pieces peers received and verified.",
             tag_keys=("node",))

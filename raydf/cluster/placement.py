@@ -10,13 +10,20 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from raydf.policy import SMALL_PIECES_PER_FETCH
 
-__all__ = ["NAMESPACE", "SCHEDULER_NAME", "SEED_RESOURCE", "alive_nodes", "on_head", "seed_options"]
+__all__ = ["NAMESPACE", "SCHEDULER_NAME", "SEED_RESOURCE", "alive_nodes", "node_labels",
+           "on_head", "seed_options"]
 
 NAMESPACE = "raydf"
 SCHEDULER_NAME = "raydf-scheduler"
 SEED_RESOURCE = "raydf_seed"
 SEED_PREFIX = "raydf-seed-"
 _HEAD_RESOURCE = "node:__internal_head__"
+
+
+def node_labels(key: str) -> dict[str, str]:
+    """Each alive node's value of label ``key``, for the nodes that have it."""
+    values = {str(n["NodeID"]): (n.get("Labels") or {}).get(key, "") for n in alive_nodes()}
+    return {node: value for node, value in values.items() if value}
 
 
 def alive_nodes() -> list[dict[str, Any]]:

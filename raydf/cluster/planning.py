@@ -35,4 +35,5 @@ def plan_job(ask: JobRequest, plan: RepoPlan) -> JobSpec:
         fingerprint=ask.fingerprint,
         aux=tuple(aux),
         caller=ask.caller,
+        topology_label=ask.topology_label,
     )

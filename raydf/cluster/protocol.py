@@ -74,6 +74,7 @@ class JobRequest:
     memory_budget: int | None = None
     fingerprint: str | None = None
     caller: str = ""
+    topology_label: str = ""  # the node label naming each node's zone ("": no zones)
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,7 @@ class JobSpec:
     fingerprint: str | None = None  # what makes another caller's request the same job
     aux: tuple[tuple[str, str], ...] = ()  # small (path, text) layout files, e.g. HF refs
     caller: str = ""  # the submitting caller's lease (renewed by its status polls)
+    topology_label: str = ""  # the node label naming each node's zone ("": no zones)
 
 
 @dataclass(frozen=True)

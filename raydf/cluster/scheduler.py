@@ -47,6 +47,7 @@ from raydf.cluster.protocol import (
 from raydf.cluster.seed import SeedActor
 from raydf.cluster.seed_pool import SeedPool
 from raydf.cluster.spec import TaskSpec
+from raydf.cluster.topology import place_nodes, place_seed, seed_node
 from raydf.cluster.writers import Writers
 from raydf.errors import RaydfError, unwrap
 from raydf.plan import RepoPlan
@@ -203,6 +204,7 @@ class SchedulerActor:
             else:
                 spec = plan_job(ask, await seed.plan())
                 await seed.add_tasks(list(spec.tasks))
+            seed_at = await seed_node(ask.topology_label, seed)
         except BaseException as exc:
             self._end_planning(ask, seed)
             raise unwrap(exc) from None
@@ -210,7 +212,7 @@ class SchedulerActor:
             self._end_planning(ask, seed)  # its caller cancelled: nothing starts
             return ask.job_id
         del self._planning[ask.job_id]
-        return await self.submit(spec, seed, peers, holders)
+        return await self.submit(spec, seed, peers, holders, seed_at)
 
     def _end_planning(self, ask: JobRequest, seed: SeedHandle) -> None:
         """A job that will not start: its seed (and token) go, the next caller leads."""
@@ -220,13 +222,15 @@ class SchedulerActor:
             self.release(ask.fingerprint)
 
     async def submit(self, spec: JobSpec, seed: SeedHandle, peers: dict[str, PeerHandle],
-                     holders: dict[str, PeerHandle] | None = None) -> str:
+                     holders: dict[str, PeerHandle] | None = None,
+                     seed_at: str | None = None) -> str:
         """Start the job ``spec`` (taking over ``seed``) on ``peers``; returns its id at once.
 
         ``holders``: peers on other nodes that may serve from their caches.
         ``spec.job_id``: the caller's own id for it, so it can cancel a submit it
         was interrupted in. ``spec.caller``: the caller's lease, renewed by its
-        :meth:`poll` calls (see ``CALLER_LEASE``).
+        :meth:`poll` calls (see ``CALLER_LEASE``). ``seed_at``: the seed's node
+        (its zone is where origin bytes enter; see ``spec.topology_label``).
         """
         job_id = spec.job_id or uuid.uuid4().hex[:12]
         fingerprint = spec.fingerprint
@@ -236,11 +240,13 @@ class SchedulerActor:
                   spec.memory_budget, fingerprint)
         job.holders = {n: h for n, h in (holders or {}).items() if n not in peers}
         job.aux = list(spec.aux)
+        job.topology_label = spec.topology_label
         self._jobs[job_id] = job
         if spec.caller:
             job.renew(spec.caller, list(peers))
-        job.state = PlanState({t.task_id: t.num_pieces for t in spec.tasks}, [job.seed_id],
-                              job.limits)
+        job.state = PlanState({t.task_id: t.num_pieces for t in spec.tasks}, [], job.limits)
+        place_seed(job.state, job.topology_label, job.seed_id, seed_at)
+        job.state.add_seed(job.seed_id)
         if fingerprint is not None:
             self._running[fingerprint] = job_id
             self.release(fingerprint, keep_writer=True)
@@ -350,6 +356,7 @@ class SchedulerActor:
         tasks = list(job.tasks.values())
         state = job.state
         assert state is not None
+        place_nodes(state, job.topology_label)  # joiners may be new nodes
         join = PeerJoin(job.job_id, tuple(tasks), job.dest, job.budget, tuple(job.aux),
                         self.epoch)
         calls = {n: p.prepare(join) for n, p in peers.items()}
@@ -378,13 +385,16 @@ class SchedulerActor:
         it takes over the job's plan, listing nothing again."""
         self._seeds.taken(seed)
         job = self._jobs.get(job_id)
+        node = None
         if job is not None and not job.closed and job.seed is None:
             await seed.adopt(job.plan, list(job.tasks.values()))
+            node = await seed_node(job.topology_label, seed)
         if job is None or job.closed or job.seed is not None or job.state is None:
             seed.kill()
             return False
         job.seed_id = f"seed-{job_id}-{job.seed_losses}"
         job.seed = seed
+        place_seed(job.state, job.topology_label, job.seed_id, node)
         job.state.add_seed(job.seed_id)
         job.changed()
         job.wake.set()

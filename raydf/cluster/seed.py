@@ -71,6 +71,10 @@ class SeedActor:
             raise RuntimeError("this seed has no request yet: call take() first")
         return self._request_given
 
+    def node_id(self) -> str:
+        """The node this seed runs on (its zone is where origin bytes enter)."""
+        return str(ray.get_runtime_context().get_node_id())
+
     def take(self, request: Request, token: Secret | None) -> None:
         """Serve ``request`` (sent without its token) with ``token`` (kept in this
         process only). Once only: a seed never serves a second job."""

@@ -40,6 +40,7 @@ class Limits:
     origin_fetches: int = 8  # from the origin, per seed
     seed_uploads: int = 4  # out of one seed
     far_after: float = 2.0  # s a peer waits on its own zone before an idle far holder serves it
+    use_zones: bool = True  # False: decide as if blind to zones (they are still counted)
 
     def __post_init__(self) -> None:
         for name in ("peer_downloads", "holder_uploads", "origin_fetches", "seed_uploads"):

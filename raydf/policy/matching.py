@@ -50,7 +50,7 @@ def match_peers(st: PlanState, draft: Draft) -> None:
             wanted = wanted & servable
         slots = draft.down_free(p)
         left = _take(st, draft, p, wanted, slots, stalled=False)
-        if left == slots and p in st.zones.starved:
+        if left == slots and draft.zoned and p in st.zones.starved:
             # Its zone's holders have sent it nothing for long: idle ones elsewhere do.
             _take(st, draft, p, wanted, slots, stalled=True)
 
@@ -153,7 +153,7 @@ class Draft:
     def __init__(self, state: PlanState) -> None:
         self.state = state
         self.n = len(state._pieces)
-        self.zoned = state.zones.many
+        self.zoned = state.zones.many and state.limits.use_zones
         self.out: list[Assignment] = []
         self.up: dict[int, int] = {}
         self.down: dict[int, int] = {}

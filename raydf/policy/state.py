@@ -90,13 +90,28 @@ class PlanState:
         """Whether transfer ``a`` goes from one zone to another."""
         return a.source != ORIGIN and self.zones.apart(a.peer, a.source)
 
-    def clock(self, now: float) -> None:
+    def covered(self, piece: PieceId, without: str) -> bool:
+        """Whether every zone where a peer still needs ``piece`` would have a copy
+        of it (held, or coming) without holder ``without``: a seed lets a piece
+        go only then, or the zone would take it back from another (rule 4)."""
+        if not self.zones.many:
+            return True
+        g = self._gid(piece)
+        of, copies = self.zones.of, self.zones.copies[g]
+        dropped = self._ids.get(without, -1)
+        mine = of.get(dropped) if dropped in self._holders[g] else None
+        return all(copies.get(zone, 0) - (zone == mine) > 0
+                   for zone in {of[p] for p in self._needers[g]})
+
+    def clock(self, now: float) -> float | None:
         """The time is ``now`` (seconds, any origin): peers that have waited
-        ``Limits.far_after`` with nothing in flight may take from far holders."""
+        ``Limits.far_after`` with nothing in flight may take from far holders.
+        Returns when the next one starves (None: none waits), to call again then."""
         ripe = self.zones.tick(now)
         if ripe:
             self._settle()
             self._dirty_peers.update(ripe)
+        return self.zones.next_starving()
 
     def add_seed(self, seed: str) -> None:
         """Add a seed (a replacement, or one more origin reader)."""
@@ -323,6 +338,7 @@ class PlanState:
             "origin_fetched": self._origin_done,
             "seeds": sorted(self._names[s] for s in self._seeds),
             "served": dict(self._served),
+            "zones": {name: self.zones.name(name) for name in self._ids} if self.zones.many else {},
         }
 
     def __repr__(self) -> str:

@@ -60,11 +60,19 @@ class Zones:
 
     def wait(self, p: int, idle: bool) -> None:
         """Peer ``p`` now needs pieces and has none coming (``idle``), or not."""
+        if not self.many:
+            return
         if not idle:
             self.waiting.pop(p, None)
             self.starved.discard(p)
         elif p not in self.waiting and p not in self.starved:
             self.waiting[p] = self.now
+
+    def next_starving(self) -> float | None:
+        """When the peer that waits longest starves (None: no zones, or none waits)."""
+        if not self.many or not self.waiting:
+            return None
+        return next(iter(self.waiting.values())) + self.far_after
 
     def tick(self, now: float) -> list[int]:
         """The time is ``now``: the peers that just starved (waited ``far_after``)."""

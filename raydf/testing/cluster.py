@@ -16,10 +16,12 @@ import os
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
+
+from raydf.options import TOPOLOGY_LABEL
 
 __all__ = ["CpuMeter", "LocalCluster", "burn_cpu", "seed_actors", "wait_until"]
 
@@ -131,10 +133,13 @@ class LocalCluster:
         head_object_store_memory: int | None = None,
         connect: bool = True,
         metrics_interval_ms: int | None = None,
+        zones: Sequence[str] = (),
     ) -> None:
         """``metrics_interval_ms``: how often workers export metrics to their node
         (Ray's default when None; tests that scrape them want 1000; every
-        simulated node's agent then costs the shared CPUs more)."""
+        simulated node's agent then costs the shared CPUs more). ``zones``: node
+        *i* is labelled in zone ``zones[i % len(zones)]`` (``TOPOLOGY_LABEL``),
+        the head (where the seed runs) in ``zones[0]``."""
         self.num_nodes = num_nodes
         self._tmp = None if root is not None else tempfile.TemporaryDirectory(prefix="raydf-")
         self.root = Path(root) if root is not None else Path(self._tmp.name)  # type: ignore[union-attr]
@@ -142,6 +147,7 @@ class LocalCluster:
         self.head_object_store_memory = head_object_store_memory or object_store_memory
         self._connect = connect
         self._metrics_interval_ms = metrics_interval_ms
+        self.zones = list(zones)
         self._cluster: Any = None
         self.node_ids: list[str] = []
         self._roots: dict[str, Path] = {}
@@ -166,6 +172,8 @@ class LocalCluster:
             "resources": {"raydf_seed": 1},
             "env_vars": {"RAYDF_NODE_ROOT": str(head_root)},
         }
+        if self.zones:
+            head_args["labels"] = {TOPOLOGY_LABEL: self.zones[0]}
         if self._metrics_interval_ms is not None:
             head_args["_system_config"] = {"metrics_report_interval_ms": self._metrics_interval_ms}
         self._cluster = Cluster(initialize_head=True, head_node_args=head_args)
@@ -177,7 +185,8 @@ class LocalCluster:
                 num_gpus=1,
                 object_store_memory=self.object_store_memory,
                 env_vars={"RAYDF_NODE_ROOT": str(node_root)},
-                labels={"raydf/sim-node": str(i)},
+                labels={"raydf/sim-node": str(i),
+                        **({TOPOLOGY_LABEL: self.zones[i % len(self.zones)]} if self.zones else {})},
             )
             self._roots[node.node_id] = node_root
             self.node_ids.append(node.node_id)

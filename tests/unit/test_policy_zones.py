@@ -102,6 +102,24 @@ def test_a_peer_starved_by_its_busy_zone_takes_from_an_idle_far_holder() -> None
     assert decide(state) == [Assignment(waiting, ("t", 0), "a1")]
 
 
+def test_a_seed_keeps_a_piece_until_each_zone_that_needs_it_has_a_copy() -> None:
+    """Two peers in zone B hold the piece; zone A's peer still needs it. The
+    seed (in A) dropping it would make A take it back across from B."""
+    zones = {"s": "A", "a1": "A", "b1": "B", "b2": "B"}
+    state = PlanState({"t": 1}, ["s"], zones=zones)
+    state.add_peer("a1", ["t"])
+    state.add_peer("b1", ["t"])
+    state.add_peer("b2", ["t"])
+    for holder in ("s", "b1", "b2"):
+        state.add_holding(holder, ("t", 0))
+    assert not state.covered(("t", 0), without="s")
+    assert state.covered(("t", 0), without="b1")  # b2 still holds it in B, the seed in A
+    state.add_holding("a1", ("t", 0))
+    assert state.covered(("t", 0), without="s")
+    blind = PlanState({"t": 1}, ["s"])
+    assert blind.covered(("t", 0), without="s")
+
+
 def test_zones_change_nothing_in_one_zone() -> None:
     """All nodes in one named zone: the same decisions as without zones."""
     one = {n: "only" for n in ZONES}
