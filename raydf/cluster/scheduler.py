@@ -52,6 +52,7 @@ from raydf.errors import RaydfError, unwrap
 from raydf.plan import RepoPlan
 from raydf.policy import PlanState
 from raydf.report import Report
+from raydf.usage import RepoUsage, UsageBook
 
 __all__ = ["SchedulerActor"]
 
@@ -83,6 +84,7 @@ class SchedulerActor:
         self.epoch = uuid.uuid4().hex
         self._lease_watch: asyncio.Task[None] | None = None
         self._seeds = SeedPool(self._spawn_seed)
+        self._usage = UsageBook()  # which repos callers ask for (raydf warm --auto)
 
     def __repr__(self) -> str:
         active = [j for j in self._jobs.values() if not j.closed]
@@ -140,11 +142,15 @@ class SchedulerActor:
         if not keep_writer:
             self._writers.drop(fingerprint)
 
-    async def join(self, job_id: str, peers: dict[str, PeerHandle], caller: str = "") -> bool:
-        """Add nodes to a running job; False if it is ending or closed (claim again)."""
+    async def join(self, job_id: str, peers: dict[str, PeerHandle], caller: str = "",
+                   count: bool = True) -> bool:
+        """Add nodes to a running job; False if it is ending or closed (claim again).
+        ``count``: the caller counts as a request in the usage book."""
         job = self._jobs.get(job_id)
         if job is None or job.closed or job.ending or job.state is None:
             return False
+        if count:
+            self._usage.joined(job_id, time.time())
         if caller:
             job.renew(caller, list(peers))
         fresh = {n: p for n, p in peers.items() if n not in job.peers}
@@ -196,8 +202,12 @@ class SchedulerActor:
         self._seeds.taken(seed)
         self._planning[ask.job_id] = False
         listed = self._listed.get(ask.fingerprint or "")
+        recorded = self._usage.listing(ask.request) if ask.auto else None
         try:
-            if listed is not None and time.monotonic() - listed[0] < RELIST_AFTER:
+            if recorded is not None:  # a public repo at a recorded commit: no hub request
+                spec = plan_job(ask, recorded)
+                await seed.adopt(recorded, list(spec.tasks))
+            elif listed is not None and time.monotonic() - listed[0] < RELIST_AFTER:
                 spec = plan_job(ask, listed[1])  # the same token was judged for it
                 await seed.adopt(listed[1], list(spec.tasks))
             else:
@@ -210,6 +220,7 @@ class SchedulerActor:
             self._end_planning(ask, seed)  # its caller cancelled: nothing starts
             return ask.job_id
         del self._planning[ask.job_id]
+        self._usage.record(ask.job_id, ask.request, spec.plan, time.time(), count=not ask.auto)
         return await self.submit(spec, seed, peers, holders)
 
     def _end_planning(self, ask: JobRequest, seed: SeedHandle) -> None:
@@ -305,6 +316,10 @@ class SchedulerActor:
         piece, ``received`` ``(time, node, task, index)`` as a peer got one."""
         job = self._jobs[job_id]
         return {"origin": list(job.origin_times), "received": list(job.received)}
+
+    def usage(self, top: int) -> list[RepoUsage]:
+        """The ``top`` most requested repos (see :mod:`raydf.usage`)."""
+        return self._usage.top(top)
 
     def snapshot(self) -> dict[str, Any]:
         return {"jobs": {j: dataclasses.asdict(self._status(job, None, plan=True))
