@@ -222,6 +222,27 @@ class LocalCluster:
                         used[(proc.pid, proc.create_time())] = times.user + times.system
         return used
 
+    def add_node(self, labels: dict[str, str] | None = None) -> str:
+        """Start one more simulated GPU node, as :meth:`start` makes them (as an
+        autoscaler would add it); return its node id once the cluster sees it alive.
+        Its root is ``node<i>`` (see :meth:`node_root`); ``labels`` are added to its
+        ``raydf/sim-node`` label."""
+        assert self._cluster is not None, "the cluster is not started"
+        i = len(self.node_ids)
+        node_root = self.root / f"node{i}"
+        node = self._cluster.add_node(
+            num_cpus=1,
+            num_gpus=1,
+            object_store_memory=self.object_store_memory,
+            env_vars={"RAYDF_NODE_ROOT": str(node_root)},
+            labels={"raydf/sim-node": str(i), **(labels or {})},
+        )
+        self._roots[node.node_id] = node_root
+        self.node_ids.append(node.node_id)
+        self.num_nodes += 1
+        self._cluster.wait_for_nodes()
+        return str(node.node_id)
+
     def remove_node(self, node_id: str) -> None:
         """Kill a simulated node (its raylet and workers), as a crash would."""
         for node in self._cluster.worker_nodes:
