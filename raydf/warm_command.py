@@ -87,6 +87,8 @@ def run_auto(args: argparse.Namespace, streams: Streams, connected: Callable[[],
         print("raydf: nothing to warm: no job on this cluster has asked for a Hugging Face "
               "or ModelScope repo yet (the scheduler records each get and warm)",
               file=streams.err)
+    if entries and not nodes:
+        print(f"raydf: no alive node matches --nodes {args.nodes} yet", file=streams.err)
     progress = not (args.no_progress or args.json)
     results: list[Warmed] = []
     for usage in entries if nodes else ():
