@@ -108,11 +108,15 @@ def run_fanout(
     progress: bool = False,
     place: bool = True,
     topology_label: str = TOPOLOGY_LABEL,
+    auto: bool = False,
 ) -> Report:
     """Run one fan-out of a checked request to ``nodes`` (Ray already connected).
 
     ``place=False`` fills the nodes' caches only (``raydf warm``).
     ``topology_label``: the node label naming each node's zone ("": no zones).
+    ``auto``: a warm of a repo the usage book recorded (``raydf warm --auto``),
+    not counted as a request; a public one at its recorded commit is planned
+    without the hub.
 
     Joins a running job for the same request (and token) instead of starting
     another, so concurrent callers share one listing and one origin read.
@@ -141,11 +145,11 @@ def run_fanout(
         running = ray.get(sched.claim(key, dest, nodes, request.url))
         if running is None:
             break
-        if ray.get(sched.join(running, peers, caller)):
+        if ray.get(sched.join(running, peers, caller, not auto)):
             return _await_report(sched, running, nodes, request, limits, progress, caller)
     job = uuid.uuid4().hex[:12]
     ask = JobRequest(job, request.without_secrets(), place, limits, memory_budget, key, caller,
-                     topology_label)
+                     topology_label=topology_label, auto=auto)
     try:
         # The token goes to the seed only; the scheduler lists, plans and runs the
         # job with it, and owns the seed from here (it dies with the job).

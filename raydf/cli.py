@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from raydf import errors
 from raydf.errors import ConfigError, RaydfError, StorageError, exit_code
 from raydf.terminal import Streams, debugging, quiet_broken_pipe, shield
+from raydf.warm_command import AUTO_EPILOG, add_auto_options, check_warm_args, run_auto
 
 if TYPE_CHECKING:
     from raydf.options import Request
@@ -175,9 +176,12 @@ def _add_admin(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     warm = sub.add_parser(
         "warm", help="pre-seed every target node's cache, so later gets are instant",
         epilog="example:\n  raydf warm hf://Qwen/Qwen2.5-0.5B --nodes gpu\n      every GPU "
-        "node caches the model; a later `raydf.get` in a replica places it at once\n",
+        "node caches the model; a later `raydf.get` in a replica places it at once\n"
+        + AUTO_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    warm.add_argument("url", metavar="URL", help="what to cache, as for `raydf get -r`")
+    warm.add_argument("url", metavar="URL", nargs="?",
+                      help="what to cache, as for `raydf get -r` (or --auto, without a URL)")
+    add_auto_options(warm)
     warm.add_argument("--include", action="append", metavar="GLOB", default=[],
                       help="only files matching GLOB, e.g. --include '*.safetensors'")
     warm.add_argument("--exclude", action="append", metavar="GLOB", default=[],
@@ -408,6 +412,9 @@ def _warm(args: argparse.Namespace, streams: Streams) -> int:
     from raydf.cluster.service import connect, target_nodes
     from raydf.options import make_request
 
+    check_warm_args(args)
+    if args.auto:
+        return run_auto(args, streams, _cancel_on_sigterm)
     request = make_request(
         args.url, "/", recursive=True, include=args.include, exclude=args.exclude,
         hub_options={k: getattr(args, k) for k in (

@@ -26,6 +26,9 @@ class RepoPlan:
     url: str
     commit: str
     files: tuple[RemoteFile, ...] = field(default_factory=tuple)
+    # The hub said anyone may read it (neither private nor gated); False when it
+    # said otherwise or nothing (see SeedActor.plan). No token needed to warm it.
+    public: bool = False
 
     @property
     def total_bytes(self) -> int:

@@ -116,6 +116,11 @@ class HuggingFaceBackend:
         self._restricted = bool(info.get("private")) or bool(info.get("gated"))
         return sha
 
+    @property
+    def public(self) -> bool:
+        """The revision info said neither private nor gated (False before :meth:`resolve`)."""
+        return not self._restricted
+
     def authorize(self, commit: str, files: tuple[RemoteFile, ...]) -> None:
         """A gated repo lists for anyone; its content needs an approved token. One
         HEAD on the first file's resolve URL (remembered: the seed's first fetch of

@@ -88,6 +88,7 @@ class ModelScopeBackend:
         self._base = f"/api/v1/{source.repo_type}/{source.repo_id}"
         self._dataset = source.repo_type == "datasets"
         self._authenticated = bool(options.token)
+        self.public = False  # until the repo info (see authorize) says neither private nor gated
         self._http = HubTransport(
             options.endpoint or DEFAULT_ENDPOINT,
             options.token,
@@ -289,6 +290,8 @@ class ModelScopeBackend:
         info = self._data(self._base) or {}
         if isinstance(info, dict) and (info.get("Private") or info.get("Gated")):
             self.read_into(commit, first.repo_path, 0, memoryview(bytearray(1)))
+        else:
+            self.public = isinstance(info, dict)
 
     def exists(self) -> bool:
         return resolves(self.resolve, (RepoNotFound, RevisionNotFound))

@@ -26,6 +26,7 @@ from raydf.cluster.protocol import (
     PeerJoin,
     PullBatch,
     PullOutcome,
+    RepoUsage,
     SeedStats,
 )
 from raydf.cluster.spec import TaskSpec
@@ -133,8 +134,14 @@ class SchedulerHandle(_Handle):
     def release(self, fingerprint: str) -> ObjectRef[None]:
         return self.actor.release.remote(fingerprint)  # type: ignore[no-any-return]
 
-    def join(self, job_id: str, peers: dict[str, PeerHandle], caller: str) -> ObjectRef[bool]:
-        return self.actor.join.remote(job_id, peers, caller)  # type: ignore[no-any-return]
+    def join(self, job_id: str, peers: dict[str, PeerHandle], caller: str,
+             count: bool = True) -> ObjectRef[bool]:
+        """Add ``peers`` to a running job; ``count``: as a request in the usage book."""
+        return self.actor.join.remote(job_id, peers, caller, count)  # type: ignore[no-any-return]
+
+    def usage(self, top: int) -> ObjectRef[list[RepoUsage]]:
+        """The ``top`` most requested repos (see :mod:`raydf.usage`)."""
+        return self.actor.usage.remote(top)  # type: ignore[no-any-return]
 
     def new_seed(self, fetches: int) -> ObjectRef[SeedHandle]:
         return self.actor.new_seed.remote(fetches)  # type: ignore[no-any-return]

@@ -15,6 +15,7 @@ Who sends what::
     peer      ──lend(task, index)────▶ holder         (Lent or LentBytes back)
     peer      ──lend_many(pieces)────▶ holder         (small pieces: one of those, or NotLent, each)
     scheduler ──fetch(task, index)───▶ seed           (Fetched back)
+    caller    ──usage(k)─────────────▶ scheduler      (the k most requested RepoUsage back)
 
 A pull that did not deliver is a value with a name (:class:`SourceLost`,
 :class:`Stale`, :class:`FileCorrupt`, :class:`FileUnplaced`,
@@ -32,6 +33,7 @@ from raydf.cluster.spec import TaskSpec
 from raydf.options import Request
 from raydf.plan import RepoPlan
 from raydf.policy import Limits
+from raydf.usage import RepoUsage
 
 # A piece this small travels inside the lend reply (Ray inlines a reply under
 # 100 KiB): one call instead of a call, an object fetch and a re-put.
@@ -55,6 +57,7 @@ __all__ = [
     "PullFailed",
     "PullOutcome",
     "Received",
+    "RepoUsage",
     "SeedStats",
     "SourceLost",
     "Stale",
@@ -75,6 +78,10 @@ class JobRequest:
     fingerprint: str | None = None
     caller: str = ""
     topology_label: str = ""  # the node label naming each node's zone ("": no zones)
+    # A warm the usage book asked for (``raydf warm --auto``): not counted as a
+    # request, and a public repo at a recorded commit is planned from the
+    # recorded listing (no hub request); see raydf.usage.
+    auto: bool = False
 
 
 @dataclass(frozen=True)

@@ -35,24 +35,25 @@ import ray
 from raydf.cluster.driving import drive
 from raydf.cluster.handles import PeerHandle, SeedHandle
 from raydf.cluster.job import Job, describe
+from raydf.cluster.joining import enlist_holders, prepare
 from raydf.cluster.metrics import log_event, metrics
-from raydf.cluster.placement import alive_nodes, seed_options
+from raydf.cluster.placement import seed_options
 from raydf.cluster.planning import plan_job
 from raydf.cluster.protocol import (
     JobRequest,
     JobSpec,
     JobStatus,
-    PeerJoin,
 )
 from raydf.cluster.seed import SeedActor
 from raydf.cluster.seed_pool import SeedPool
 from raydf.cluster.spec import TaskSpec
-from raydf.cluster.topology import place_nodes, place_seed, seed_node
+from raydf.cluster.topology import place_seed, seed_node
 from raydf.cluster.writers import Writers
 from raydf.errors import RaydfError, unwrap
 from raydf.plan import RepoPlan
 from raydf.policy import PlanState
 from raydf.report import Report
+from raydf.usage import RepoUsage, UsageBook
 
 __all__ = ["SchedulerActor"]
 
@@ -63,7 +64,6 @@ CLAIM_TIMEOUT = 300.0  # a leader that never submits is presumed gone
 # its nodes leave the job, unless another live caller waits for them.
 CALLER_LEASE = 10.0
 LEASE_CHECK_EVERY = 1.0
-NODE_DEATH_WAIT = 45.0  # Ray's health checks mark a dead node within ~30 s
 # A caller that missed a job for the same request by this little (it ended as
 # the caller came to join) reuses that job's listing: one listing for callers
 # that arrive together, however the timing falls.
@@ -84,6 +84,7 @@ class SchedulerActor:
         self.epoch = uuid.uuid4().hex
         self._lease_watch: asyncio.Task[None] | None = None
         self._seeds = SeedPool(self._spawn_seed)
+        self._usage = UsageBook()  # which repos callers ask for (raydf warm --auto)
 
     def __repr__(self) -> str:
         active = [j for j in self._jobs.values() if not j.closed]
@@ -141,11 +142,15 @@ class SchedulerActor:
         if not keep_writer:
             self._writers.drop(fingerprint)
 
-    async def join(self, job_id: str, peers: dict[str, PeerHandle], caller: str = "") -> bool:
-        """Add nodes to a running job; False if it is ending or closed (claim again)."""
+    async def join(self, job_id: str, peers: dict[str, PeerHandle], caller: str = "",
+                   count: bool = True) -> bool:
+        """Add nodes to a running job; False if it is ending or closed (claim again).
+        ``count``: the caller counts as a request in the usage book."""
         job = self._jobs.get(job_id)
         if job is None or job.closed or job.ending or job.state is None:
             return False
+        if count:
+            self._usage.joined(job_id, time.time())
         if caller:
             job.renew(caller, list(peers))
         fresh = {n: p for n, p in peers.items() if n not in job.peers}
@@ -157,7 +162,7 @@ class SchedulerActor:
         # would be failed as "no holder left" by a run that never saw them).
         job.joining += 1
         try:
-            await self._prepare(job, fresh)
+            await prepare(job, fresh, self.epoch)
         finally:
             job.joining -= 1
             job.wake.set()
@@ -197,8 +202,12 @@ class SchedulerActor:
         self._seeds.taken(seed)
         self._planning[ask.job_id] = False
         listed = self._listed.get(ask.fingerprint or "")
+        recorded = self._usage.listing(ask.request) if ask.auto else None
         try:
-            if listed is not None and time.monotonic() - listed[0] < RELIST_AFTER:
+            if recorded is not None:  # a public repo at a recorded commit: no hub request
+                spec = plan_job(ask, recorded)
+                await seed.adopt(recorded, list(spec.tasks))
+            elif listed is not None and time.monotonic() - listed[0] < RELIST_AFTER:
                 spec = plan_job(ask, listed[1])  # the same token was judged for it
                 await seed.adopt(listed[1], list(spec.tasks))
             else:
@@ -212,6 +221,7 @@ class SchedulerActor:
             self._end_planning(ask, seed)  # its caller cancelled: nothing starts
             return ask.job_id
         del self._planning[ask.job_id]
+        self._usage.record(ask.job_id, ask.request, spec.plan, time.time(), count=not ask.auto)
         return await self.submit(spec, seed, peers, holders, seed_at)
 
     def _end_planning(self, ask: JobRequest, seed: SeedHandle) -> None:
@@ -312,6 +322,10 @@ class SchedulerActor:
         job = self._jobs[job_id]
         return {"origin": list(job.origin_times), "received": list(job.received)}
 
+    def usage(self, top: int) -> list[RepoUsage]:
+        """The ``top`` most requested repos (see :mod:`raydf.usage`)."""
+        return self._usage.top(top)
+
     def snapshot(self) -> dict[str, Any]:
         return {"jobs": {j: dataclasses.asdict(self._status(job, None, plan=True))
                          for j, job in self._jobs.items()}, "repr": repr(self)}
@@ -325,8 +339,8 @@ class SchedulerActor:
 
     async def _run(self, job: Job) -> None:
         try:
-            await self._prepare(job, dict(job.peers))
-            await self._enlist_holders(job)
+            await prepare(job, dict(job.peers), self.epoch)
+            await enlist_holders(job, self.epoch)
             await drive(job)
         except RaydfError as err:
             job.error, job.error_type = str(err), type(err).__name__
@@ -334,51 +348,6 @@ class SchedulerActor:
             job.error = f"{type(exc).__name__}: {exc}"
         finally:
             await self._close(job)
-
-    async def _enlist_holders(self, job: Job) -> None:
-        """Let peers on non-target nodes serve what their caches already have."""
-        tasks = list(job.tasks.values())
-        state = job.state
-        assert state is not None
-        join = PeerJoin(job.job_id, tuple(tasks), epoch=self.epoch)
-        calls = {n: h.offer(join) for n, h in job.holders.items()}
-        for node, call in calls.items():
-            try:
-                have = await call
-            except Exception:  # a node that cannot serve is simply not a holder
-                job.holders.pop(node, None)
-                continue
-            for task_id, indices in have.pieces.items():
-                for index in indices:
-                    state.add_holding(node, (task_id, index))
-
-    async def _prepare(self, job: Job, peers: dict[str, PeerHandle]) -> None:
-        tasks = list(job.tasks.values())
-        state = job.state
-        assert state is not None
-        place_nodes(state, job.topology_label)  # joiners may be new nodes
-        join = PeerJoin(job.job_id, tuple(tasks), job.dest, job.budget, tuple(job.aux),
-                        self.epoch)
-        calls = {n: p.prepare(join) for n, p in peers.items()}
-        for node, call in calls.items():
-            try:
-                holdings = await call
-            except Exception as exc:
-                if await _node_left(node, exc):
-                    job.skip_node(node, "left the cluster")
-                    continue
-                job.fail_node(node, exc)
-                continue
-            have = holdings.pieces
-            wants = [t.task_id for t in tasks if not holdings.complete(t)]
-            state.add_peer(node, wants)
-            for task_id, indices in have.items():
-                for index in indices:
-                    state.add_holding(node, (task_id, index))
-            job.node_bytes[node] = sum(job.tasks[t].size for t in have
-                                       if len(have[t]) == job.tasks[t].num_pieces)
-            if state.done(node):
-                job.complete_node(node)
 
     async def add_seed(self, job_id: str, seed: SeedHandle) -> bool:
         """A caller's replacement for a lost seed (only callers hold the token):
@@ -483,17 +452,3 @@ class SchedulerActor:
         for node in job.peers:
             if not job.node_event(node).is_set():
                 job.fail_node(node, job.error or "the job ended before this node completed")
-
-
-async def _node_left(node: str, exc: BaseException) -> bool:
-    """Whether a peer call failed because its node is gone (the cluster marks a
-    dead node within ``NODE_DEATH_WAIT``; until then it may look alive)."""
-    if not isinstance(exc, (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError)):
-        return False
-    deadline = time.monotonic() + NODE_DEATH_WAIT
-    while True:
-        if node not in {n["NodeID"] for n in alive_nodes()}:
-            return True
-        if time.monotonic() > deadline:
-            return False
-        await asyncio.sleep(0.5)

@@ -101,7 +101,9 @@ class SeedActor:
             plan = self._request.make_plan(backend)
             if isinstance(backend, Authorizing):
                 backend.authorize(plan.commit, plan.files)
-            self._plan = plan
+            # Whether the hub said anyone may read it (raydf.usage warms only
+            # such repos without the warming caller's own token).
+            self._plan = dataclasses.replace(plan, public=getattr(backend, "public", False) is True)
         return self._plan
 
     def add_tasks(self, tasks: list[TaskSpec]) -> None:

@@ -179,17 +179,7 @@ class LocalCluster:
         self._cluster = Cluster(initialize_head=True, head_node_args=head_args)
         self._roots["head"] = head_root
         for i in range(self.num_nodes):
-            node_root = self.root / f"node{i}"
-            node = self._cluster.add_node(
-                num_cpus=1,
-                num_gpus=1,
-                object_store_memory=self.object_store_memory,
-                env_vars={"RAYDF_NODE_ROOT": str(node_root)},
-                labels={"raydf/sim-node": str(i),
-                        **({TOPOLOGY_LABEL: self.zones[i % len(self.zones)]} if self.zones else {})},
-            )
-            self._roots[node.node_id] = node_root
-            self.node_ids.append(node.node_id)
+            self._start_node(i, {})
         self._cluster.wait_for_nodes()
         if self._connect:
             ray.init(address=self._cluster.address, log_to_driver=False, logging_level=logging.ERROR)
@@ -230,6 +220,31 @@ class LocalCluster:
                         times = proc.cpu_times()
                         used[(proc.pid, proc.create_time())] = times.user + times.system
         return used
+
+    def add_node(self, labels: dict[str, str] | None = None) -> str:
+        """Start one more simulated GPU node, as :meth:`start` makes them (as an
+        autoscaler would add it); return its node id once the cluster sees it alive.
+        Its root is ``node<i>`` (see :meth:`node_root`), its zone as ``zones``
+        says for node *i*; ``labels`` are added to its own."""
+        assert self._cluster is not None, "the cluster is not started"
+        node_id = self._start_node(len(self.node_ids), labels or {})
+        self.num_nodes += 1
+        self._cluster.wait_for_nodes()
+        return node_id
+
+    def _start_node(self, i: int, labels: dict[str, str]) -> str:
+        node_root = self.root / f"node{i}"
+        zone = {TOPOLOGY_LABEL: self.zones[i % len(self.zones)]} if self.zones else {}
+        node = self._cluster.add_node(
+            num_cpus=1,
+            num_gpus=1,
+            object_store_memory=self.object_store_memory,
+            env_vars={"RAYDF_NODE_ROOT": str(node_root)},
+            labels={"raydf/sim-node": str(i), **zone, **labels},
+        )
+        self._roots[node.node_id] = node_root
+        self.node_ids.append(node.node_id)
+        return str(node.node_id)
 
     def remove_node(self, node_id: str) -> None:
         """Kill a simulated node (its raylet and workers), as a crash would."""

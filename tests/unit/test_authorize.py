@@ -62,3 +62,13 @@ def test_a_public_repo_costs_no_access_check_on_hugging_face(hub: HubEmulator) -
     seed = seed_for(hub, "hf://org/open", None)
     seed.plan()
     assert seed.stats()["origin_requests"] == 2  # the revision and the listing, no HEAD
+
+
+@pytest.mark.parametrize("hub_scheme", ["hf", "modelscope"])
+def test_a_plan_is_public_only_when_the_hub_says_neither_private_nor_gated(
+    hub: HubEmulator, hub_scheme: str,
+) -> None:
+    # raydf warm --auto warms only public repos without the warming caller's token.
+    assert plan_for(hub, f"{hub_scheme}://org/open", None).public
+    assert plan_for(hub, f"{hub_scheme}://org/open", APPROVED).public
+    assert not plan_for(hub, f"{hub_scheme}://org/gated", APPROVED).public

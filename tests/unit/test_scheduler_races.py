@@ -12,6 +12,7 @@ from typing import cast
 import pytest
 
 from raydf.backends.base import RemoteFile
+from raydf.cluster import joining as joining_module
 from raydf.cluster import scheduler as scheduler_module
 from raydf.cluster import seed_pool
 from raydf.cluster.handles import PeerHandle, SeedHandle
@@ -140,7 +141,7 @@ def seeds(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[FakeSeed]]:
         return made[-1]
 
     monkeypatch.setattr(SchedulerActor, "_spawn_seed", staticmethod(spawn))
-    monkeypatch.setattr(scheduler_module, "alive_nodes", lambda: [])
+    monkeypatch.setattr(joining_module, "alive_nodes", lambda: [])
     yield made
 
 
