@@ -20,7 +20,6 @@ job that wants it, and each job is told once that it is done.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import threading
 import time
@@ -35,12 +34,10 @@ import ray
 
 from raydf.cache import InOrderDigests, NodeCache, node_path
 from raydf.cluster.assembly import Assembly, read_piece, symlink_atomically, write_atomically
+from raydf.cluster.batches import PullBatches
 from raydf.cluster.cache_commands import CacheCommands
-from raydf.cluster.job import describe
 from raydf.cluster.lending import (
-    LEND_TIMEOUT,
     PinnedPieces,
-    SharedLend,
     default_budget,
     lend_each,
     lent,
@@ -48,7 +45,6 @@ from raydf.cluster.lending import (
 )
 from raydf.cluster.metrics import log_event, metrics
 from raydf.cluster.protocol import (
-    INLINE_PIECE_BYTES,
     FileCorrupt,
     FileUnplaced,
     Holdings,
@@ -56,16 +52,13 @@ from raydf.cluster.protocol import (
     LentBytes,
     NotLent,
     PeerJoin,
-    Pull,
-    PullBatch,
-    PullFailed,
     PullOutcome,
     Received,
     SourceLost,
     Stale,
 )
+from raydf.cluster.repairs import CopyRepairs
 from raydf.cluster.spec import TaskSpec
-from raydf.cluster.trust import fault_of
 from raydf.errors import IntegrityError, SenderFailed, StorageError
 from raydf.pieces import piece_crc
 
@@ -84,7 +77,7 @@ PULL_TIMEOUT = 120.0  # s for a piece (<= 64 MiB) to arrive once lent
 PULL_THREADS = 32  # pulls at once, over every batch of every job (4 per job by default)
 
 
-class PeerActor(CacheCommands):
+class PeerActor(PullBatches, CacheCommands, CopyRepairs):
     """Plain class; made remote, pinned to its node, where it is spawned."""
 
     def __init__(self, node_id: str, memory_budget: int | None = None) -> None:
@@ -213,59 +206,6 @@ class PeerActor(CacheCommands):
             symlink_atomically(dest_dir / link, pointee)
 
     # -- receiving -------------------------------------------------------
-
-    def pull_batch(self, batch: PullBatch) -> list[PullOutcome]:
-        """Take every piece of ``batch`` (at once, each from its source); one
-        outcome per pull, in order. Only a dead receiver fails the whole call.
-        Small pieces from one holder are asked for in one ``lend_many`` call and
-        taken one after the other by one thread (fewer threads wait on the GIL)."""
-        small: dict[str, list[int]] = {}  # holder -> positions of its small pieces
-        with self._lock:
-            for holder, handle in batch.lenders.items():
-                self._lenders[(batch.job_id, holder)] = handle
-            for i, p in enumerate(batch.pulls):
-                asm = self._tasks.get(p.task_id)
-                if asm is not None and asm.spec.piece(p.index).length <= INLINE_PIECE_BYTES:
-                    small.setdefault(p.source, []).append(i)
-        groups = [g for g in small.values() if len(g) > 1]
-        grouped = {i for g in groups for i in g}
-        futures = [(g, self._pullers.submit(self._pull_group, batch.job_id,
-                                            [batch.pulls[i] for i in g])) for g in groups]
-        futures += [([i], self._pullers.submit(self._pull_group, batch.job_id, [p]))
-                    for i, p in enumerate(batch.pulls) if i not in grouped]
-        outcomes: dict[int, PullOutcome] = {}
-        for positions, future in futures:
-            outcomes.update(zip(positions, future.result(), strict=True))
-        return [outcomes[i] for i in range(len(batch.pulls))]
-
-    def _pull_group(self, job_id: str, pulls: list[Pull]) -> list[PullOutcome]:
-        """Take ``pulls`` in turn: one alone, or small pieces of one holder that
-        answers them all in one ``lend_many`` call."""
-        if len(pulls) == 1:
-            return [self._pull_one(job_id, pulls[0], None)]
-        try:
-            with self._lock:
-                lender = self._lenders[(job_id, pulls[0].source)]
-            call = SharedLend(lender, [(p.task_id, p.index) for p in pulls])
-        except Exception as exc:  # as each pull's own lend would have failed
-            return [PullFailed(fault_of(exc), describe(exc)) for _ in pulls]
-        return [self._pull_one(job_id, p, (call, k)) for k, p in enumerate(pulls)]
-
-    def _pull_one(self, job_id: str, pull: Pull, shared: tuple[SharedLend, int] | None
-                  ) -> PullOutcome:
-        try:
-            if shared is not None:
-                call, position = shared
-                return self.pull(job_id, pull.task_id, pull.index, pull.crc,
-                                 lambda: call.reply(position))
-            with self._lock:
-                source = self._lenders[(job_id, pull.source)]
-            return self.pull(job_id, pull.task_id, pull.index, pull.crc, lambda: ray.get(
-                source.lend(pull.task_id, pull.index), timeout=LEND_TIMEOUT))
-        except StorageError as err:  # the partial could not be made (a full disk): exit 5
-            return FileUnplaced(str(err))
-        except Exception as exc:  # the transfer failed; whose fault it is goes to blame
-            return PullFailed(fault_of(exc), describe(exc))
 
     def pull(
         self, job_id: str, task_id: str, index: int, crc: int | None,
@@ -407,83 +347,6 @@ class PeerActor(CacheCommands):
                       file=asm.spec.paths[0], error=str(err).replace(" ", "_")[:120])
             with self._lock:
                 asm.unplaced[job_id] = str(err)
-
-    def retake(self, job_id: str, task_id: str, fixed: dict[int, int]) -> None:
-        """The origin's first bytes of pieces ``fixed`` were bad, and the seed read
-        the file again (see SeedActor.fetch): assemble it anew in a fresh partial,
-        with the pieces this node had but those, so that a pull still writing the
-        bad bytes writes them into the old partial, which is dropped."""
-        with self._lock:
-            old = self._tasks.get(task_id)
-            if old is None or old.complete or old.retired:
-                return
-            old.busy += 1
-            fresh = Assembly(old.spec, self.cache.partial_path(old.spec.file), -1,
-                             InOrderDigests(old.spec.file, old.spec.num_pieces),
-                              jobs=set(old.jobs), reported=set(old.reported), fixed=dict(fixed))
-            self._tasks[task_id] = fresh
-            self._pinned.drop_task(task_id)
-            keep = sorted(old.have - set(fixed))
-        try:
-            digests = fresh.digests
-            assert digests is not None
-            for index in keep:
-                data = read_piece(old, index)
-                os.pwrite(fresh.writable_fd(self.cache), data, old.spec.piece(index).start)
-                digests.add(index, data, lambda i: read_piece(fresh, i))
-                with self._lock:
-                    fresh.have.add(index)
-        finally:
-            with self._lock:
-                old.busy -= 1
-                self._retire(old)
-        log_event("file_retaken", node=self.node_id[:8], job=job_id, file=old.spec.paths[0],
-                  pieces=len(fixed))
-
-    def check_copy(self, job_id: str, task: TaskSpec) -> str:
-        """A receiver's copy of ``task`` failed its digest, and every piece of it came
-        from peers' verified copies: hash this node's verified copy again. Returns
-        ``"good"``, ``"none"`` (no verified copy here), or ``"bad"``: it failed too
-        (corrupted below the file system, where no stamp sees it), so it is dropped
-        and this job's placements of it taken back."""
-        with self._lock:
-            asm = self._tasks.get(task.task_id)
-            if asm is None or not asm.complete:
-                return "none"
-            asm.busy += 1
-        try:
-            inode = os.fstat(asm.fd).st_ino
-            if self.cache.recheck(asm.path, task.file):
-                return "good"
-        finally:
-            with self._lock:
-                asm.busy -= 1
-        log_event("copy_corrupt", node=self.node_id[:8], file=task.paths[0])
-        with self._lock:
-            self._pinned.drop_task(task.task_id)
-            self._retire(asm)
-            dest_dir = self._jobs.get(job_id, (None, []))[0]
-        for target in [dest_dir / rel for rel in task.paths] if dest_dir is not None else []:
-            with contextlib.suppress(FileNotFoundError):
-                if target.stat().st_ino == inode:
-                    target.unlink()  # never a corrupt file at a final path
-        return "bad"
-
-    def renew(self, task: TaskSpec) -> None:
-        """Begin ``task`` anew in a fresh partial for every job of this node that
-        wants it: what it was assembling may hold a bad copy's bytes. A verified
-        copy stays."""
-        with self._lock:
-            old = self._tasks.get(task.task_id)
-            if old is not None and old.complete:
-                return
-            if old is not None:
-                self._pinned.drop_task(task.task_id)
-                self._retire(old)
-            jobs = {j for j, (_, tasks) in self._jobs.items() if task.task_id in tasks}
-            fresh = self._open(task, receive=any(self._jobs[j][0] is not None for j in jobs))
-            if fresh is not None:
-                fresh.jobs = jobs
 
     # -- serving ---------------------------------------------------------
 
