@@ -20,9 +20,10 @@ Printed for each K (and written with ``--json``):
 
 The harness (:func:`measure`, :func:`main`) knows nothing of the protocol: a
 :class:`ControlPlane` opens a scheduler and delivers one repo to K nodes.
-:class:`OldProtocol` is the one for the protocol of ``raydf.cluster`` as it
-is today (one ``pull`` call per piece and node); another protocol gets its
-own class beside it.
+:class:`BatchedProtocol` is the one for the protocol of ``raydf.cluster`` as it
+is today (typed messages, one ``PullBatch`` per receiver and round; the
+stand-ins are in :mod:`raydf.testing.standins`). The per-piece protocol it
+replaced is gone; its figures (README) come from a run at its commit.
 
     python benchmarks/control_plane.py --nodes 16,64,256 --pieces 2000 --json cp.json
 """
@@ -53,8 +54,9 @@ from raydf.backends.base import RemoteFile
 from raydf.cluster.spec import TaskSpec
 from raydf.comparison import format_table
 from raydf.plan import RepoPlan
+from raydf.testing.standins import StandinNode, StandinPeers, StandinSeed
 
-__all__ = ["ControlPlane", "Delivered", "Figures", "OldProtocol", "main", "measure", "synthetic_repo"]
+__all__ = ["BatchedProtocol", "ControlPlane", "Delivered", "Figures", "main", "measure", "synthetic_repo"]
 
 MiB = 2**20
 TARGET_RATE = 30_000.0  # deliveries/s at K = 256 (README, DESIGN.md targets)
@@ -190,129 +192,24 @@ def table(rows: Sequence[Figures]) -> str:
     )
 
 
-# -- stand-ins for the protocol of raydf.cluster today ("old") -------------------
+# -- the protocol of raydf.cluster: typed messages, batched pulls ---------------
 #
-# The scheduler calls, per node: PeerActor.prepare (once), .pull (once per
-# piece, with the source's handle), .finish_job (once), .offer / .cache_only /
-# .retake (not in a healthy run); per job: SeedActor.fetch (once per piece),
-# .release (batches of pieces), .stats, then ray.kill of the seed. The caller
-# calls SchedulerActor.claim, .submit, .wait and .status (every 0.5 s).
+# The scheduler calls, per node: prepare(PeerJoin) once, pull_batch(PullBatch)
+# once per decision round that gives the node work (one Pull per piece),
+# finish_job once; per job: the seed's fetch (once per piece), release, counts.
+# The caller calls claim, submit(JobSpec, ...), wait and the poll long-poll.
 
 
-class OldPeerGroup:
-    """Answers the PeerActor calls of many simulated nodes (the node comes first)."""
-
-    def __init__(self) -> None:
-        self.calls: Counter[str] = Counter()
-        self.deliveries = 0
-        self._sizes: dict[str, tuple[int, int, int]] = {}  # task -> size, piece length, pieces
-        self._got: dict[tuple[str, str, str], int] = {}  # (job, node, task) -> pieces received
-
-    async def prepare(self, node: str, job_id: str, tasks: list[TaskSpec], dest: str,
-                      memory_budget: int | None = None, aux: list[tuple[str, str]] | None = None,
-                      epoch: str = "") -> dict[str, list[int]]:
-        self.calls["prepare"] += 1
-        for t in tasks:
-            self._sizes[t.task_id] = (t.size, t.piece_length, t.num_pieces)
-        return {t.task_id: [] for t in tasks}  # nothing cached: every piece wanted
-
-    async def offer(self, node: str, job_id: str, tasks: list[TaskSpec], epoch: str = ""
-                    ) -> dict[str, list[int]]:
-        self.calls["offer"] += 1
-        return {}
-
-    async def pull(self, node: str, job_id: str, task_id: str, index: int, crc: int | None,
-                   source: Any) -> dict[str, Any]:
-        self.calls["pull"] += 1
-        self.deliveries += 1
-        size, length, count = self._sizes[task_id]
-        key = (job_id, node, task_id)
-        got = self._got[key] = self._got.get(key, 0) + 1
-        return {"bytes": min(length, size - index * length), "seconds": 0.0,
-                "crc": crc if crc is not None else _crc(task_id, index), "file_done": got == count}
-
-    async def finish_job(self, node: str, job_id: str, discard: list[str] | None = None) -> None:
-        self.calls["finish_job"] += 1
-
-    async def cache_only(self, node: str, job_id: str) -> None:
-        self.calls["cache_only"] += 1
-
-    async def retake(self, node: str, job_id: str, task_id: str, fixed: dict[int, int]) -> None:
-        self.calls["retake"] += 1
-
-    def counts(self) -> tuple[int, dict[str, int]]:
-        return self.deliveries, dict(self.calls)
+def _pid(_: Any) -> int:
+    return os.getpid()
 
 
-class _NodeMethod:
-    def __init__(self, group: Any, method: str, node: str) -> None:
-        self._group, self._method, self._node = group, method, node
+class BatchedProtocol:
+    """The typed, batched scheduler, driven the way ``raydf.api.run_fanout`` drives
+    it (submit a JobSpec, wait, long-poll the status), through the stand-ins of
+    :mod:`raydf.testing.standins`."""
 
-    def remote(self, *args: Any, **kwargs: Any) -> Any:
-        return getattr(self._group, self._method).remote(self._node, *args, **kwargs)
-
-
-class NodeHandle:
-    """What the scheduler holds for one simulated node: a PeerActor handle's
-    ``.method.remote(...)`` calls, sent to the node's group with the node's id."""
-
-    def __init__(self, group: Any, node: str) -> None:
-        self.group, self.node = group, node
-
-    def _call(self, method: str) -> _NodeMethod:
-        return _NodeMethod(self.group, method, self.node)
-
-    prepare = property(lambda self: self._call("prepare"))
-    offer = property(lambda self: self._call("offer"))
-    pull = property(lambda self: self._call("pull"))
-    finish_job = property(lambda self: self._call("finish_job"))
-    cache_only = property(lambda self: self._call("cache_only"))
-    retake = property(lambda self: self._call("retake"))
-
-
-class OldSeed:
-    """Answers the SeedActor calls of one job: fetches return a CRC and byte
-    counts at once. The scheduler kills its seed when the job ends, so the
-    seed leaves its call counts in ``ledger`` (a file) on every ``stats``, the
-    scheduler's last call to it."""
-
-    def __init__(self, tasks: list[TaskSpec], ledger: str) -> None:
-        self._tasks = {t.task_id: t for t in tasks}
-        self._ledger = ledger
-        self.calls: Counter[str] = Counter()
-        self.origin_bytes = 0
-
-    async def fetch(self, task_id: str, index: int) -> tuple[int, int, int, dict[str, int], None]:
-        self.calls["fetch"] += 1
-        nbytes = self._tasks[task_id].piece(index).length
-        self.origin_bytes += nbytes
-        requests = self.calls["fetch"]  # one ranged GET per piece
-        return _crc(task_id, index), nbytes, requests, {"content": requests}, None
-
-    async def lend(self, task_id: str, index: int) -> list[Any]:
-        self.calls["lend"] += 1
-        raise NotImplementedError("stand-in peers take no bytes")
-
-    async def release(self, pieces: list[tuple[str, int]]) -> None:
-        self.calls["release"] += 1
-
-    async def stats(self) -> dict[str, Any]:
-        self.calls["stats"] += 1
-        Path(self._ledger).write_text(json.dumps(dict(self.calls)))
-        return {"standby": False, "origin_bytes": self.origin_bytes,
-                "origin_requests": self.calls["fetch"], "hub_requests": {"content": self.calls["fetch"]},
-                "held": 0}
-
-
-def _crc(task_id: str, index: int) -> int:
-    return zlib.crc32(f"{task_id}/{index}".encode())
-
-
-class OldProtocol:
-    """The scheduler as ``raydf.cluster.service`` makes it, driven the way
-    ``raydf.api.run_fanout`` drives it, through :class:`OldPeerGroup` stand-ins."""
-
-    name = "old"
+    name = "batched"
 
     def __init__(self, groups: int = 4) -> None:
         self._group_count = groups
@@ -326,149 +223,7 @@ class OldProtocol:
         # The options of raydf.cluster.service.scheduler(), less the name and the
         # detached lifetime (each run gets a fresh one).
         self._sched = ray.remote(SchedulerActor).options(num_cpus=0, max_concurrency=1000).remote()
-        group_class = ray.remote(OldPeerGroup).options(num_cpus=0, max_concurrency=10_000)
-        self._groups = [group_class.remote() for _ in range(self._group_count)]
-        pid = ray.get(self._sched.__ray_call__.remote(_pid))
-        return pid, ray.get([g.__ray_call__.remote(_pid) for g in self._groups])
-
-    def deliver(self, plan: RepoPlan, tasks: list[TaskSpec], nodes: list[str]) -> Delivered:
-        sched = self._sched
-        before = ray.get([g.counts.remote() for g in self._groups])
-        driver: Counter[str] = Counter()
-        ledger = os.path.join(self._ledger_dir, f"seed-{uuid.uuid4().hex[:8]}.json")
-        seed = ray.remote(OldSeed).options(num_cpus=0, max_concurrency=1000).remote(tasks, ledger)
-        peers = {n: NodeHandle(self._groups[i % len(self._groups)], n) for i, n in enumerate(nodes)}
-        # No caller lease (caller ""): on this loaded 2-core machine the scheduler
-        # answered status polls more than CALLER_LEASE (10 s) late at K >= 64 and
-        # cancelled the job as if its caller had gone. The polls are still made.
-        key, caller, dest = uuid.uuid4().hex, "", f"/bench/{uuid.uuid4().hex[:8]}"
-        driver["to:claim"] += 1
-        if ray.get(sched.claim.remote(key, dest, nodes, plan.url)) is not None:
-            raise RuntimeError("a fresh fingerprint matched a running job")
-        driver["to:submit"] += 1
-        job = ray.get(sched.submit.remote(plan, tasks, seed, peers, dest, None, None, key, {}, [],
-                                          uuid.uuid4().hex[:12], caller))
-        driver["to:wait"] += 1
-        waiting = sched.wait.remote(job, nodes)
-        while not ray.wait([waiting], timeout=POLL_SECONDS)[0]:
-            driver["to:status"] += 1
-            ray.get(sched.status.remote(job, caller, nodes))
-        report = ray.get(waiting)
-        after = ray.get([g.counts.remote() for g in self._groups])
-        calls: Counter[str] = Counter(driver)
-        deliveries = 0
-        for (d0, c0), (d1, c1) in zip(before, after, strict=True):
-            deliveries += d1 - d0
-            calls.update({f"peer:{m}": n - c0.get(m, 0) for m, n in c1.items()})
-        seed_calls = json.loads(Path(ledger).read_text()) if os.path.exists(ledger) else {}
-        calls.update({f"seed:{m}": n for m, n in seed_calls.items()})
-        calls = Counter({m: n for m, n in calls.items() if n})
-        return Delivered(deliveries, sum(calls.values()), dict(sorted(calls.items())), report.ok)
-
-    def close(self) -> None:
-        for actor in [*self._groups, self._sched]:
-            if actor is not None:
-                ray.kill(actor)  # the scheduler's standby seed dies with it (its owner)
-        self._groups, self._sched = [], None
-
-
-def _pid(_: Any) -> int:
-    return os.getpid()
-
-
-# -- stand-ins for the typed, batched protocol ("batched") ----------------------
-#
-# The scheduler calls, per node: prepare(PeerJoin) once, pull_batch(PullBatch)
-# once per decision round that gives the node work (one Pull per piece),
-# finish_job once; per job: the seed's fetch (once per piece), release, counts.
-# The caller calls claim, submit(JobSpec, ...), wait and the poll long-poll.
-
-
-class BatchedPeerGroup(OldPeerGroup):
-    """Answers the typed PeerActor calls of many simulated nodes (the node first)."""
-
-    async def prepare(self, node: str, join: Any) -> Any:  # type: ignore[override]
-        from raydf.cluster.protocol import Holdings
-
-        self.calls["prepare"] += 1
-        for t in join.tasks:
-            self._sizes[t.task_id] = (t.size, t.piece_length, t.num_pieces)
-        return Holdings({t.task_id: () for t in join.tasks})
-
-    async def offer(self, node: str, join: Any) -> Any:  # type: ignore[override]
-        from raydf.cluster.protocol import Holdings
-
-        self.calls["offer"] += 1
-        return Holdings()
-
-    async def pull_batch(self, node: str, batch: Any) -> list[Any]:
-        from raydf.cluster.protocol import Received
-
-        self.calls["pull_batch"] += 1
-        out = []
-        for pull in batch.pulls:
-            self.deliveries += 1
-            size, length, count = self._sizes[pull.task_id]
-            key = (batch.job_id, node, pull.task_id)
-            got = self._got[key] = self._got.get(key, 0) + 1
-            crc = pull.crc if pull.crc is not None else _crc(pull.task_id, pull.index)
-            out.append(Received(min(length, size - pull.index * length), 0.0, crc, got == count))
-        return out
-
-
-class BatchedNodeHandle:
-    """A :class:`~raydf.cluster.handles.PeerHandle` look-alike for one simulated node."""
-
-    def __init__(self, group: Any, node: str) -> None:
-        self.group, self.node = group, node
-
-    def prepare(self, join: Any) -> Any:
-        return self.group.prepare.remote(self.node, join)
-
-    def offer(self, join: Any) -> Any:
-        return self.group.offer.remote(self.node, join)
-
-    def pull_batch(self, batch: Any) -> Any:
-        return self.group.pull_batch.remote(self.node, batch)
-
-    def finish_job(self, job_id: str, discard: list[str] | None = None) -> Any:
-        return self.group.finish_job.remote(self.node, job_id, discard)
-
-    def cache_only(self, job_id: str) -> Any:
-        return self.group.cache_only.remote(self.node, job_id)
-
-    def retake(self, job_id: str, task_id: str, fixed: dict[int, int]) -> Any:
-        return self.group.retake.remote(self.node, job_id, task_id, fixed)
-
-
-class BatchedSeed(OldSeed):
-    """:class:`OldSeed` answering with the typed messages."""
-
-    async def fetch(self, task_id: str, index: int) -> Any:  # type: ignore[override]
-        from raydf.cluster.protocol import Fetched
-
-        crc, nbytes, requests, by_kind, _ = await super().fetch(task_id, index)
-        return Fetched(crc, nbytes, requests, by_kind)
-
-    async def counts(self) -> Any:
-        from raydf.cluster.protocol import SeedStats
-
-        s = await self.stats()
-        return SeedStats(s["standby"], s["origin_bytes"], s["origin_requests"],
-                         s["hub_requests"], s["held"])
-
-
-class BatchedProtocol(OldProtocol):
-    """The typed, batched scheduler, driven the way ``raydf.api.run_fanout`` drives
-    it (submit a JobSpec, wait, long-poll the status), through stand-ins."""
-
-    name = "batched"
-
-    def open(self) -> tuple[int, list[int]]:
-        from raydf.cluster.scheduler import SchedulerActor
-
-        self._sched = ray.remote(SchedulerActor).options(num_cpus=0, max_concurrency=1000).remote()
-        group_class = ray.remote(BatchedPeerGroup).options(num_cpus=0, max_concurrency=10_000)
+        group_class = ray.remote(StandinPeers).options(num_cpus=0, max_concurrency=10_000)
         self._groups = [group_class.remote() for _ in range(self._group_count)]
         pid = ray.get(self._sched.__ray_call__.remote(_pid))
         return pid, ray.get([g.__ray_call__.remote(_pid) for g in self._groups])
@@ -481,9 +236,9 @@ class BatchedProtocol(OldProtocol):
         before = ray.get([g.counts.remote() for g in self._groups])
         driver: Counter[str] = Counter()
         ledger = os.path.join(self._ledger_dir, f"seed-{uuid.uuid4().hex[:8]}.json")
-        seed = SeedHandle(ray.remote(BatchedSeed).options(num_cpus=0, max_concurrency=1000)
+        seed = SeedHandle(ray.remote(StandinSeed).options(num_cpus=0, max_concurrency=1000)
                           .remote(tasks, ledger))
-        peers = {n: BatchedNodeHandle(self._groups[i % len(self._groups)], n)
+        peers = {n: StandinNode(self._groups[i % len(self._groups)], n)
                  for i, n in enumerate(nodes)}
         key, caller, dest = uuid.uuid4().hex, uuid.uuid4().hex, f"/bench/{uuid.uuid4().hex[:8]}"
         driver["to:claim"] += 1
@@ -516,9 +271,14 @@ class BatchedProtocol(OldProtocol):
         calls = Counter({m: n for m, n in calls.items() if n})
         return Delivered(deliveries, sum(calls.values()), dict(sorted(calls.items())), report.ok)
 
+    def close(self) -> None:
+        for actor in [*self._groups, self._sched]:
+            if actor is not None:
+                ray.kill(actor)  # the scheduler's standby seed dies with it (its owner)
+        self._groups, self._sched = [], None
 
-PROTOCOLS: dict[str, type[OldProtocol]] = {"batched": BatchedProtocol}
 
+PROTOCOLS: dict[str, type[BatchedProtocol]] = {"batched": BatchedProtocol}
 
 
 # -- the command -----------------------------------------------------------------

@@ -10,6 +10,9 @@ from types import ModuleType
 
 import pytest
 
+from raydf.cluster.protocol import PeerJoin, Pull, PullBatch, PullOutcome, Received, SeedStats
+from raydf.testing.standins import StandinNode, StandinPeers, StandinSeed, crc_of
+
 
 def _load() -> ModuleType:
     path = Path(__file__).resolve().parents[2] / "benchmarks" / "control_plane.py"
@@ -34,36 +37,39 @@ def test_synthetic_repo_has_exactly_the_pieces_asked_for(pieces: int, files: int
 
 def test_stand_in_nodes_count_each_pull_and_report_a_file_done_once_per_node() -> None:
     _, tasks = cp.synthetic_repo(3, 1)
-    group = cp.OldPeerGroup()
+    group = StandinPeers()
     task = tasks[0]
 
-    async def run() -> list[dict]:
+    async def run() -> list[list[PullOutcome]]:
         for node in ("a", "b"):
-            assert await group.prepare(node, "job", tasks, "/dest") == {task.task_id: []}
-        return [await group.pull(node, "job", task.task_id, i, 7, None)
-                for node in ("a", "b") for i in range(3)]
+            held = await group.prepare(node, PeerJoin("job", tuple(tasks)))
+            assert held.pieces == {task.task_id: ()}
+        return [await group.pull_batch(node, PullBatch(
+                    "job", tuple(Pull(task.task_id, i, 7, "src") for i in range(3)), {}))
+                for node in ("a", "b")]
 
-    results = asyncio.run(run())
-    assert [r["file_done"] for r in results] == [False, False, True] * 2
-    assert all(r["crc"] == 7 and r["bytes"] == task.piece_length for r in results)
-    assert group.counts() == (6, {"prepare": 2, "pull": 6})
+    results = [r for batch in asyncio.run(run()) for r in batch]
+    assert all(isinstance(r, Received) for r in results)
+    assert [r.file_done for r in results] == [False, False, True] * 2  # type: ignore[union-attr]
+    assert all(r.crc == 7 and r.bytes == task.piece_length for r in results)  # type: ignore[union-attr]
+    assert group.counts() == (6, {"prepare": 2, "pull_batch": 2})
 
 
 def test_stand_in_seed_leaves_its_call_counts_in_its_ledger(tmp_path: Path) -> None:
     _, tasks = cp.synthetic_repo(2, 1)
     ledger = tmp_path / "seed.json"
-    seed = cp.OldSeed(tasks, str(ledger))
+    seed = StandinSeed(tasks, str(ledger))
 
-    async def run() -> dict:
-        crc, nbytes, requests, _, healed = await seed.fetch(tasks[0].task_id, 1)
-        assert (nbytes, requests, healed) == (tasks[0].piece_length, 1, None)
-        assert crc == cp._crc(tasks[0].task_id, 1)
+    async def run() -> SeedStats:
+        fetched = await seed.fetch(tasks[0].task_id, 1)
+        assert (fetched.origin_bytes, fetched.origin_requests) == (tasks[0].piece_length, 1)
+        assert fetched.crc == crc_of(tasks[0].task_id, 1)
         await seed.release([(tasks[0].task_id, 1)])
-        return await seed.stats()
+        return await seed.counts()
 
     stats = asyncio.run(run())
-    assert stats["origin_requests"] == 1
-    assert ledger.read_text() == '{"fetch": 1, "release": 1, "stats": 1}'
+    assert stats.origin_requests == 1
+    assert ledger.read_text() == '{"fetch": 1, "release": 1, "counts": 1}'
 
 
 def test_node_handle_sends_the_node_id_first() -> None:
@@ -78,13 +84,14 @@ def test_node_handle_sends_the_node_id_first() -> None:
             return "ref"
 
     class Group:
-        pull = Method("pull")
+        pull_batch = Method("pull_batch")
         finish_job = Method("finish_job")
 
-    handle = cp.NodeHandle(Group(), "node-7")
-    assert handle.pull.remote("job", "t", 3, None, "src") == "ref"
-    handle.finish_job.remote("job", [])
-    assert sent == [("pull", "node-7", "job", "t", 3, None, "src"), ("finish_job", "node-7", "job", [])]
+    handle = StandinNode(Group(), "node-7")
+    batch = PullBatch("job", (), {})
+    assert handle.pull_batch(batch) == "ref"
+    handle.finish_job("job", [])
+    assert sent == [("pull_batch", "node-7", batch), ("finish_job", "node-7", "job", [])]
 
 
 def test_figures_per_delivery_and_table() -> None:
