@@ -54,6 +54,7 @@ from raydf.backends.base import RemoteFile
 from raydf.cluster.spec import TaskSpec
 from raydf.comparison import format_table
 from raydf.plan import RepoPlan
+from raydf.policy import Limits
 from raydf.testing.standins import StandinNode, StandinPeers, StandinSeed
 
 __all__ = ["BatchedProtocol", "ControlPlane", "Delivered", "Figures", "main", "measure", "synthetic_repo"]
@@ -211,8 +212,9 @@ class BatchedProtocol:
 
     name = "batched"
 
-    def __init__(self, groups: int = 4) -> None:
+    def __init__(self, groups: int = 4, limits: Limits = Limits()) -> None:
         self._group_count = groups
+        self.limits = limits
         self._groups: list[Any] = []
         self._sched: Any = None
         self._ledger_dir = tempfile.mkdtemp(prefix="raydf-cp-")
@@ -245,7 +247,7 @@ class BatchedProtocol:
         if ray.get(sched.claim(key, dest, nodes, plan.url)) is not None:
             raise RuntimeError("a fresh fingerprint matched a running job")
         driver["to:submit"] += 1
-        spec = JobSpec(uuid.uuid4().hex[:12], plan, tuple(tasks), dest, fingerprint=key,
+        spec = JobSpec(uuid.uuid4().hex[:12], plan, tuple(tasks), dest, fingerprint=key, limits=self.limits,
                        caller=caller)
         job = ray.get(sched.submit(spec, seed, peers, {}))  # type: ignore[arg-type]
         driver["to:wait"] += 1
@@ -295,8 +297,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--max-deliveries", type=int, default=0,
                     help="fewer pieces where K x pieces would exceed this (a slow protocol at "
                          "large K; the table shows the pieces used)")
+    ap.add_argument("--limits", default="", metavar="D,U,O,S",
+                    help="the policy's caps (peer downloads, holder uploads, origin fetches, "
+                         "seed uploads; default raydf's own), e.g. 16,8,8,16 for deeper windows")
     ap.add_argument("--json", type=Path, help="write the figures here")
     args = ap.parse_args(argv)
+    limits = Limits(*map(int, args.limits.split(","))) if args.limits else Limits()
     if sys.platform != "win32":
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     for var, value in (("RAY_AUTH_MODE", "disabled"), ("RAY_USAGE_STATS_ENABLED", "0")):
@@ -312,7 +318,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 pieces = args.pieces
                 if args.max_deliveries and k * pieces > args.max_deliveries:
                     pieces = max(1, args.max_deliveries // k)
-                figures = measure(PROTOCOLS[name](args.groups), k, pieces, files=args.files)
+                figures = measure(PROTOCOLS[name](args.groups, limits), k, pieces, files=args.files)
                 rows.append(figures)
                 print(f"{name} K={k}: {figures.deliveries_per_second:,.0f} deliveries/s, "
                       f"{figures.cpu_us_per_delivery:.1f} us scheduler CPU and "
