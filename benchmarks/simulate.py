@@ -22,21 +22,46 @@ covers deciding, issuing and settling it, so by default all of it is charged
 as ``decision_us``. With no cost and no latency the simulation is the
 uncharged one, event for event.
 
+**Zones** (``zones`` > 1, ``--zones Z``): node ``i`` is in zone ``i mod Z``
+(``z0`` ... ``z{Z-1}``, round robin, so zones differ in size by at most one
+node), the seed in ``z0``. A transfer between two zones runs at its usual
+rate (the smaller of its source's upload share and its receiver's download
+share, shares split evenly as above) times ``cross_bw``
+(``--cross-zone-bandwidth``, default 0.25: inter-zone links 4x slower); it
+still takes a whole share on both sides, so a cross-zone byte costs its sender ``1 /
+cross_bw`` bytes of upload time. There is no aggregate cap between zones.
+The zoned policy is told the zone map (``PlanState(zones=...)``, rule 4 of
+:mod:`raydf.policy`); ``blind=True`` (``--also-blind``) runs the
+topology-blind policy (``zones=None``) over the same nodes, bandwidths and
+slower links. The policy's clock (:meth:`PlanState.clock`) is the simulated
+time, advanced before every ``decide()``; the simulation also wakes up when
+the first waiting peer's ``Limits.far_after`` runs out, so that the starving
+rule fires on time even when no transfer ends then. Cross-zone bytes are the
+piece sizes of finished transfers between zones; the floor is ``(Z - 1) *
+F``: every byte must enter each zone other than the seed's at least once.
+
 Pieces are cut by the planner's rule (:func:`raydf.pieces.piece_length`, 32
 MiB for ~5 GiB shards) unless ``--piece`` gives one size.
 
 The result is compared with the Kumar-Ross lower bound for distributing F
 bytes to N nodes: ``max(F / min(u_origin, u_seed), F / d_min,
 N * F / (u_seed + sum(u_i)))``. (The first term is ``F / u_origin`` as usual;
-the seed's upload only matters when it is slower than the origin.)
+the seed's upload only matters when it is slower than the origin.) It ignores
+zones; ``Result.zone_bound`` adds to the last term what the slower links cost
+at the least: ``(Z - 1) * F`` bytes must cross, each taking ``1 / cross_bw``
+bytes of some sender's upload time, so ``(N * F + (1 / cross_bw - 1) * (Z -
+1) * F) / (u_seed + sum(u_i))``.
 
     python benchmarks/simulate.py --nodes 200,1000 --size 130GB --decision-us 1240,30 --json out.json
+    python benchmarks/simulate.py --nodes 200 --zones 4 --cross-zone-bandwidth 0.25 --also-blind \\
+        --size 20GB --decision-us 0
 """
 
 from __future__ import annotations
 
 import argparse
 import heapq
+import itertools
 import json
 import math
 import random
@@ -121,23 +146,42 @@ class Result:
     pieces: int = 0
     cost: ControlCost = field(default_factory=ControlCost)
     scheduler_seconds: float = 0.0  # scheduler time charged, in all
+    zones: int = 1
+    cross_bw: float = 1.0  # rate factor of a transfer between zones
+    blind: bool = False  # the policy was not told the zones (the links still are slower)
+    cross_bytes: int = 0  # finished transfers between zones
+    cross_transfers: int = 0
+    zone_bound: float = 0.0  # the bound with the least the slower links cost (module docstring)
+    far_after: float = 0.0  # Limits.far_after of the run
 
     @property
     def ratio(self) -> float:
         """Simulated time over the lower bound (1.0 is optimal)."""
         return self.seconds / self.bound
 
+    @property
+    def cross_ratio(self) -> float:
+        """Cross-zone bytes over ``(zones - 1) * repo_bytes``, about one copy into
+        each zone other than the seed's (0.0 with one zone)."""
+        floor = (self.zones - 1) * self.repo_bytes
+        return self.cross_bytes / floor if floor else 0.0
+
+    @property
+    def policy(self) -> str:
+        return "blind" if self.blind or self.zones == 1 else "zoned"
+
 
 class _Flow:
     """A transfer in progress: bytes left, current rate, and since when."""
 
-    __slots__ = ("a", "dst", "ended", "left", "n", "rate", "since", "src", "version")
+    __slots__ = ("a", "dst", "ended", "factor", "left", "n", "rate", "since", "src", "version")
 
-    def __init__(self, n: int, a: Assignment, size: int, now: float) -> None:
+    def __init__(self, n: int, a: Assignment, size: int, now: float, factor: float = 1.0) -> None:
         self.n = n  # creation order: ties go by it, so that runs repeat exactly
         self.a = a
         self.src = a.source
         self.dst = a.peer
+        self.factor = factor  # of its share: below 1 between zones
         self.left = float(size)
         self.rate = 0.0
         self.since = now
@@ -147,6 +191,7 @@ class _Flow:
 
 _START = -2  # heap tag: the assignment reached its node, the bytes start moving
 _REPORT = -1  # heap tag: the node's report reached the scheduler
+_TICK = -3  # heap tag: a waiting peer's far_after runs out (no flow)
 
 
 def simulate(
@@ -162,6 +207,9 @@ def simulate(
     files: dict[str, int] | None = None,
     rng_seed: int = 0,
     cost: ControlCost = ControlCost(),
+    zones: int = 1,
+    cross_bw: float = 0.25,
+    blind: bool = False,
 ) -> Result:
     """Simulate one fan-out of ``size`` bytes (``files`` or :func:`model_repo`) to ``nodes`` nodes.
 
@@ -169,23 +217,34 @@ def simulate(
     planner's rule. Bandwidths are bytes per second; ``up`` and ``down`` are
     (low, high) ranges each node's bandwidth is drawn from, uniformly, with
     ``rng_seed``. ``cost``: what the control plane charges (none by default).
+    ``zones``, ``cross_bw``, ``blind``: nodes in zones, the rate factor between
+    them, and whether the policy is kept blind to them (module docstring).
     """
+    if zones < 1 or not 0 < cross_bw <= 1:
+        raise ValueError(f"need zones >= 1 and 0 < cross_bw <= 1, got {zones} and {cross_bw}")
     files = files if files is not None else model_repo(size)
     size = sum(files.values())
     rng = random.Random(rng_seed)
     peers = [f"n{i:04d}" for i in range(nodes)]
+    zone_of = {p: f"z{i % zones}" for i, p in enumerate(peers)}
+    zone_of[SEED] = zone_of[ORIGIN] = "z0"  # an origin fetch never crosses
+    factor = 1.0 if zones == 1 else cross_bw
     up_cap = {p: rng.uniform(*up) for p in peers}
     down_cap = {p: rng.uniform(*down) for p in peers}
     up_cap[SEED], up_cap[ORIGIN] = seed_up, origin_bw
+    total_up = seed_up + sum(up_cap[p] for p in peers)
     bound = max(
         size / min(origin_bw, seed_up),
         size / min(down_cap.values()),
-        nodes * size / (seed_up + sum(up_cap[p] for p in peers)),
+        nodes * size / total_up,
     )
+    must_cross = (min(zones, nodes + 1) - 1) * size  # zones with a node, the seed's aside
+    zone_bound = max(bound, (nodes * size + (1 / factor - 1) * must_cross) / total_up)
 
     cut = {name: piece or piece_length(n) for name, n in files.items()}
     tasks = {name: max(1, math.ceil(n / cut[name])) for name, n in files.items()}
-    state = PlanState(tasks, [SEED], limits)
+    zoned = zones > 1 and not blind
+    state = PlanState(tasks, [SEED], limits, zones=zone_of if zoned else None)
     for p in peers:
         state.add_peer(p, tasks)
 
@@ -197,7 +256,10 @@ def simulate(
     into: dict[str, set[_Flow]] = {p: set() for p in peers}
     # (time, flow, version or _START / _REPORT, flow): a flow's bytes end, it starts
     # (the assignment reached its node), or its report reaches the scheduler.
-    heap: list[tuple[float, int, int, _Flow]] = []
+    # A tick carries no flow and a negative n of its own.
+    heap: list[tuple[float, int, int, _Flow | None]] = []
+    ticks: set[float] = set()  # when the ticks in the heap fall
+    tick_n = 0
     started = 0
     now = 0.0
     busy_until = 0.0  # the scheduler clock: when it is free to do the next thing
@@ -205,7 +267,7 @@ def simulate(
     decision, report = cost.decision_us / 1e6, cost.report_us / 1e6
     latency = cost.latency_ms / 1e3
     node_done: dict[str, float] = {}
-    origin_bytes = p2p_bytes = seed_bytes = transfers = 0
+    origin_bytes = p2p_bytes = seed_bytes = transfers = cross_bytes = cross_transfers = 0
     decide_times: list[float] = []
     wall = time.perf_counter()
 
@@ -216,6 +278,7 @@ def simulate(
             rate = up_cap[f.src] / len(out_of[f.src])
             if f.dst in into:
                 rate = min(rate, down_cap[f.dst] / len(into[f.dst]))
+            rate *= f.factor
             if rate != f.rate:
                 f.left -= f.rate * (now - f.since)
                 f.since, f.rate = now, rate
@@ -231,15 +294,19 @@ def simulate(
     def issue() -> set[str]:
         """Decide, and charge each assignment on the scheduler clock; the endpoints
         of the transfers that start right now (only when nothing is charged)."""
-        nonlocal started, busy_until, charged
+        nonlocal started, busy_until, charged, tick_n
         t0 = time.perf_counter()
+        state.clock(now)
         todo = decide(state)
         decide_times.append(time.perf_counter() - t0)
         ends: set[str] = set()
         for a in todo:
             state.start(a)
             started += 1
-            f = _Flow(started, a, piece_size(a.piece), now)
+            across = zone_of[a.source] != zone_of[a.peer]
+            if zoned and across != state.crosses(a):
+                raise AssertionError(f"{a}: the policy's zones are not the simulation's")
+            f = _Flow(started, a, piece_size(a.piece), now, factor if across else 1.0)
             busy_until += decision
             charged += decision
             if busy_until + latency <= now:  # free and instant: it starts now
@@ -247,13 +314,27 @@ def simulate(
                 ends.update((a.source, a.peer))
             else:
                 heapq.heappush(heap, (busy_until + latency, f.n, _START, f))
+        if zoned and state.zones.waiting:  # wake up when the first waiting peer starves
+            since = next(iter(state.zones.waiting.values()))
+            # a hair after, so that now - since >= far_after holds in floating point
+            t = since + limits.far_after + 1e-9
+            if t not in ticks:
+                ticks.add(t)
+                tick_n -= 1
+                heapq.heappush(heap, (t, tick_n, _TICK, None))
         return ends
 
     retime(issue())
     while not state.all_done():
         if not heap:
             raise RuntimeError(f"simulation stuck at t={now:.3f}s: {state!r}")
-        t, _, version, f = heapq.heappop(heap)
+        t, _, version, flow = heapq.heappop(heap)
+        if flow is None:  # a tick
+            now = t
+            ticks.discard(t)
+            retime(issue())
+            continue
+        f = flow
         if version == _START:
             now = t
             begin(f)
@@ -276,6 +357,9 @@ def simulate(
         state.finish(f.a)
         transfers += 1
         n = piece_size(f.a.piece)
+        if zone_of[f.src] != zone_of[f.dst]:
+            cross_bytes += n
+            cross_transfers += 1
         if f.src == ORIGIN:
             origin_bytes += n
         else:
@@ -305,6 +389,13 @@ def simulate(
         pieces=sum(tasks.values()),
         cost=cost,
         scheduler_seconds=charged,
+        zones=zones,
+        cross_bw=factor,
+        blind=blind,
+        cross_bytes=cross_bytes,
+        cross_transfers=cross_transfers,
+        zone_bound=zone_bound,
+        far_after=limits.far_after,
     )
 
 
@@ -343,8 +434,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help="also each protocol's CPU us per delivery from control_plane.py --json")
     ap.add_argument("--report-us", type=float, default=0.0, help="scheduler us per report")
     ap.add_argument("--latency-ms", type=float, default=0.0, help="one way, per message")
+    ap.add_argument("--zones", type=int, default=1,
+                    help="zones the nodes are spread over, round robin; the seed is in the first")
+    ap.add_argument("--cross-zone-bandwidth", type=float, default=0.25,
+                    help="rate of a transfer between zones as a fraction of the same transfer "
+                         "within one (default 0.25: 4x slower)")
+    ap.add_argument("--also-blind", action="store_true",
+                    help="with --zones: also run the topology-blind policy on the same links")
+    ap.add_argument("--far-after", type=float, default=Limits().far_after,
+                    help="Limits.far_after: s a peer waits on its zone before a far holder serves it")
     ap.add_argument("--json", type=Path, help="write the results here")
     args = ap.parse_args(argv)
+    if args.zones < 1 or not 0 < args.cross_zone_bandwidth <= 1:
+        ap.error("--zones must be >= 1 and --cross-zone-bandwidth in (0, 1]")
 
     costs = [(f"{float(x):g}", float(x)) for x in args.decision_us.split(",") if x.strip()]
     if args.from_json:
@@ -355,29 +457,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(
         f"{'nodes':>6} {'decision us':>14} {'pieces':>6} {'time s':>9} {'bound s':>9} {'ratio':>6} "
         f"{'origin/repo':>11} {'seed share':>10} {'sched busy':>10} {'decide us':>9} {'wall s':>7}"
+        f" {'zones':>5} {'policy':>6} {'cross GB':>9} {'cross/(Z-1)F':>12} {'zone bound':>10}"
     )
-    for n in (int(x) for x in args.nodes.split(",")):
-        for label, us in costs:
-            r = simulate(
-                n,
-                sum(files.values()),
-                piece,
-                origin_bw=parse_size(args.origin),
-                seed_up=parse_size(args.seed_up),
-                up=_range(args.up),
-                down=_range(args.down),
-                files=files,
-                rng_seed=args.rng,
-                cost=ControlCost(us, args.report_us, args.latency_ms),
-            )
-            print(
-                f"{r.nodes:>6} {label:>14} {r.pieces:>6} {r.seconds:>9.1f} {r.bound:>9.1f} "
-                f"{r.ratio:>6.3f} {r.origin_bytes / r.repo_bytes:>11.3f} "
-                f"{r.seed_upload_bytes / r.p2p_bytes:>10.4f} {r.scheduler_seconds / r.seconds:>10.1%} "
-                f"{r.decide_median_us:>9.1f} {r.wall_seconds:>7.1f}",
-                flush=True,
-            )
-            rows.append({**asdict(r), "ratio": r.ratio})
+    policies = [False, True] if args.also_blind and args.zones > 1 else [False]
+    limits = Limits(far_after=args.far_after)
+    for n, (label, us), blind in itertools.product(
+            (int(x) for x in args.nodes.split(",")), costs, policies):
+        r = simulate(
+            n,
+            sum(files.values()),
+            piece,
+            origin_bw=parse_size(args.origin),
+            seed_up=parse_size(args.seed_up),
+            up=_range(args.up),
+            down=_range(args.down),
+            files=files,
+            rng_seed=args.rng,
+            cost=ControlCost(us, args.report_us, args.latency_ms),
+            zones=args.zones,
+            cross_bw=args.cross_zone_bandwidth,
+            blind=blind,
+            limits=limits,
+        )
+        print(
+            f"{r.nodes:>6} {label:>14} {r.pieces:>6} {r.seconds:>9.1f} {r.bound:>9.1f} "
+            f"{r.ratio:>6.3f} {r.origin_bytes / r.repo_bytes:>11.3f} "
+            f"{r.seed_upload_bytes / r.p2p_bytes:>10.4f} {r.scheduler_seconds / r.seconds:>10.1%} "
+            f"{r.decide_median_us:>9.1f} {r.wall_seconds:>7.1f} {r.zones:>5} {r.policy:>6} "
+            f"{r.cross_bytes / GB:>9.2f} {r.cross_ratio:>12.3f} {r.seconds / r.zone_bound:>10.3f}",
+            flush=True,
+        )
+        rows.append({**asdict(r), "ratio": r.ratio, "cross_ratio": r.cross_ratio,
+                     "zone_bound_ratio": r.seconds / r.zone_bound, "policy": r.policy})
     if args.json:
         args.json.write_text(
             json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "results": rows}, indent=2)
