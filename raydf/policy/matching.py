@@ -11,6 +11,7 @@ import heapq
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
+from raydf.policy.buckets import Buckets
 from raydf.policy.limits import ORIGIN, Assignment
 
 if TYPE_CHECKING:
@@ -140,9 +141,29 @@ def taker(st: PlanState, g: int, draft: Draft, h: int) -> int | None:
         takers = [p for p in needers
                   if p in st._hungry and draft.can_take(p, g) and draft.may_send(h, p, g)]
         return max(takers, key=st._hungry.__getitem__, default=None)
-    for key in reversed(st._lag_keys):  # the laggards usually need g: found at once
-        for p in st._lag[key]:
-            if p in needers and draft.can_take(p, g) and draft.may_send(h, p, g):
+    if not draft.zoned:
+        return _laggard(st._lag, needers, g, draft)
+    # Only h's zone, and the zones it may bring g into, can take it: ask their
+    # own buckets (the others' peers would all fail may_send).
+    zones, of = st.zones, st.zones.of
+    best, best_key = None, 0
+    for zone, lag in zones.lags.items():
+        if zone == of[h] or draft.lacks(zone, g):
+            p = _laggard(lag, needers, g, draft, best_key)
+            if p is not None:
+                best, best_key = p, st._hungry[p]
+    return best
+
+
+def _laggard(lag: Buckets, needers: set[int], g: int, draft: Draft, above: int = 0
+             ) -> int | None:
+    """A peer of ``lag`` (its largest keys first, above ``above``) that needs ``g``
+    and can take it now."""
+    for key, members in lag.largest_first():  # the laggards usually need g: found at once
+        if key <= above:
+            return None
+        for p in members:
+            if p in needers and draft.can_take(p, g):
                 return p
     return None
 

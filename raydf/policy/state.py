@@ -10,6 +10,7 @@ import bisect
 from collections.abc import Iterable, Mapping, Sequence
 
 from raydf.policy import matching
+from raydf.policy.buckets import Buckets
 from raydf.policy.limits import ORIGIN, Assignment, Limits, PieceId
 from raydf.policy.zones import Zones
 
@@ -60,8 +61,7 @@ class PlanState:
         self._incomplete: set[int] = set()
         # Peers with a need and a download slot free, bucketed by how many they need.
         self._hungry: dict[int, int] = {}  # peer -> its bucket, len(need)
-        self._lag: dict[int, set[int]] = {}
-        self._lag_keys: list[int] = []  # sorted
+        self._lag = Buckets()
         self._flight: dict[Assignment, tuple[int, int, int]] = {}  # -> receiver, piece, source|-1
         self._served: dict[str, int] = {}  # completed uploads per holder
         self._distrusted: set[int] = set()  # never chosen as a source again
@@ -461,17 +461,12 @@ class PlanState:
         old = self._hungry.get(p, 0)
         if key != old:
             if old:
-                bucket = self._lag[old]
-                bucket.discard(p)
-                if not bucket:
-                    del self._lag[old]
-                    del self._lag_keys[bisect.bisect_left(self._lag_keys, old)]
+                self._lag.remove(p, old)
+                self.zones.lag(p).remove(p, old)
                 del self._hungry[p]
             if key:
-                if key not in self._lag:
-                    self._lag[key] = set()
-                    bisect.insort(self._lag_keys, key)
-                self._lag[key].add(p)
+                self._lag.add(p, key)
+                self.zones.lag(p).add(p, key)
                 self._hungry[p] = key
         (self._incomplete.add if need or self._recv[p] else self._incomplete.discard)(p)
         self.zones.wait(p, bool(need) and not self._down[p])

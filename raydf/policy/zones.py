@@ -6,6 +6,8 @@ bookkeeping; pure.
 
 from __future__ import annotations
 
+from raydf.policy.buckets import Buckets
+
 __all__ = ["Zones"]
 
 
@@ -22,6 +24,7 @@ class Zones:
         self.now = 0.0
         self.waiting: dict[int, float] = {}  # peer -> since when it needs and gets nothing
         self.starved: set[int] = set()  # waited far_after: may take from an idle far holder
+        self.lags: dict[int, Buckets] = {}  # zone -> its hungry peers, by how much they need
 
     @property
     def many(self) -> bool:
@@ -44,6 +47,13 @@ class Zones:
 
     def apart(self, a: str, b: str) -> bool:
         return self.placed.get(a, 0) != self.placed.get(b, 0)
+
+    def lag(self, p: int) -> Buckets:
+        """The hungry peers of ``p``'s zone, filed as :class:`PlanState` files them all."""
+        zone = self.of[p]
+        if zone not in self.lags:
+            self.lags[zone] = Buckets()
+        return self.lags[zone]
 
     def count(self, g: int, hid: int, delta: int) -> None:
         """A holder of ``g`` (or a copy coming) in ``hid``'s zone came or went."""
