@@ -32,10 +32,13 @@ become holders in turn. :class:`PlanState` is the scheduler's bookkeeping,
    :meth:`PlanState.place`). A peer takes a piece from a holder in its own
    zone; a piece crosses into a zone only while no holder there has it and
    no copy of it is coming into it, so that about one copy of each piece
-   enters each zone. A peer that would otherwise sit idle (nothing in flight,
-   nothing its zone can send it now) takes from an idle holder in another
-   zone all the same: a zone never stalls on its own holders. Without zones
-   every node is in one zone and this rule changes nothing.
+   enters each zone. A peer that has had nothing in flight for
+   ``Limits.far_after`` seconds while its zone holds a piece it needs (busy
+   holders) takes it from an idle holder in another zone: a zone never stalls
+   on its own holders (the caller keeps the time: :meth:`PlanState.clock`).
+   A seed keeps a piece until every zone that needs it has a copy
+   (:meth:`PlanState.covered`). Without zones every node is in one zone and
+   this rule changes nothing.
 
 Cost: mutations note what they may have made possible (a slot back from full,
 a new holding, a new need) and :func:`decide` looks only at that: once its
