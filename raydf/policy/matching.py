@@ -34,16 +34,17 @@ def propose(st: PlanState) -> list[Assignment]:
 def match_peers(st: PlanState, draft: Draft) -> None:
     """Peers that got a slot back or a new need take their rarest pieces, laggards first."""
     hungry = [p for p in st._dirty_peers if p in st._hungry]
-    free = list(st._free_up)
+    free = set(st._free_up)
     servable: set[int] | None = None  # what the holders in ``free`` hold
+    filled = 0  # of draft.filled, taken out of ``free``
     for p in sorted(hungry, key=lambda p: (-st._hungry[p], p)):
         # Holders this draft filled cannot serve: once none is left, no peer
         # can take anything (stop, instead of scanning every peer's needs).
-        still = [h for h in free if draft.up_free(h) > 0]
-        if not still:
+        if len(draft.filled) > filled:
+            free -= draft.filled
+            filled, servable = len(draft.filled), None
+        if not free:
             break
-        if len(still) < len(free):
-            free, servable = still, None
         wanted = st._need[p]
         if 4 * len(free) < len(wanted):  # few free holders: only their pieces can come
             if servable is None:
@@ -181,6 +182,7 @@ class Draft:
         self.moving: dict[int, int] = {}
         self.taken: set[tuple[int, int]] = set()
         self.into: set[tuple[int, int]] = set()  # (zone, piece) this draft brings in
+        self.filled: set[int] = set()  # holders this draft left no upload slot
 
     def up_free(self, h: int, g: int | None = None) -> int:
         """Free upload slots of holder ``h`` (to send ``g``, if given).
@@ -234,6 +236,8 @@ class Draft:
             self.up[source] = self.up.get(source, 0) + 1
             self.down[receiver] = self.down.get(receiver, 0) + 1
             self.taken.add((receiver, g))
+            if self.up_free(source) <= 0:
+                self.filled.add(source)
         if self.zoned:
             self.into.add((st.zones.of[receiver], g))
         name = st._names[source] if source >= 0 else ORIGIN
