@@ -42,7 +42,8 @@ def format_status(status: dict[str, Any]) -> str:
     lines.append(f"nodes with a raydf peer: {len(status['nodes'])}")
     for node, snap in sorted(status["nodes"].items()):
         lines.append(
-            f"  {node[:12]}: cache {human_size(snap['cache_bytes'])} at {snap['cache_root']}, "
+            f"  {node[:12]}: cache {human_size(snap['cache_bytes'])} at "
+            f"{', '.join(snap.get('cache_roots') or [snap['cache_root']])}, "
             f"{snap['files_complete']}/{snap['files']} files open, "
             f"{snap['pinned_pieces']} pieces pinned ({human_size(snap['pinned_bytes'])} of "
             f"{human_size(snap['budget'])}), jobs: {', '.join(snap['jobs']) or '-'}"
@@ -52,10 +53,10 @@ def format_status(status: dict[str, Any]) -> str:
 
 def cache_command(action: str, key: str | None, *, local: bool) -> dict[str, Any]:
     """``ls``, ``rm KEY`` or ``gc`` on this machine's cache, or on every node's."""
-    from raydf.cache import NodeCache
+    from raydf.cache_roots import NodeCaches
 
     if local:
-        cache = NodeCache()
+        cache = NodeCaches()  # every cache of this machine, one per file system
         return {"local": _apply(cache, action, key)}
     import ray
 

@@ -10,9 +10,11 @@ else ``~/.cache/raydf``)::
 
 A blob exists only after its digest matched, so a second fan-out, another
 revision or the other hub with the same file costs no origin traffic. The
-destination is materialized from the blob by a hard link (a copy across file
-systems) written under a ``.raydf-partial`` name and renamed into place: a
-final path never holds a partial or unverified file.
+destination is materialized from the blob by a hard link written under a
+``.raydf-partial`` name and renamed into place: a final path never holds a
+partial or unverified file. A node has one such cache per file system its
+destinations are on, so that link never has to be a copy
+(:mod:`raydf.cache_roots`).
 
 A blob is trusted only while its stamp matches: a write through a destination
 (root ignores the 0444 mode) or to the blob moves its ctime, which no one can
@@ -329,6 +331,32 @@ class NodeCache:
             self._write_stamp(key, blob)
         return blob
 
+    def is_trusted(self, key: str) -> bool:
+        """Whether the blob ``key`` is here, unchanged since it was stamped."""
+        try:
+            return self._stamp(key) == _stamp_of((self.blobs / key).stat())
+        except FileNotFoundError:
+            return False
+
+    def import_blob(self, blob: Path) -> Path:
+        """``blob``, a verified blob of another cache (another file system), copied
+        in as a blob of this one (unless it is here already), stamped."""
+        here = self.blobs / blob.name
+        if self.is_trusted(blob.name):
+            return here
+        tmp = self.partials / f"{blob.name}.{_HOST}-{os.getpid()}-{uuid.uuid4().hex[:8]}.partial"
+        try:
+            self.partials.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(blob, tmp)
+            tmp.chmod(0o444)
+            self.blobs.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp, here)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise storage_error(exc, here) from None
+        self._write_stamp(blob.name, here)
+        return here
+
     def stamp(self, blob: Path) -> None:
         """Record the blob ``blob`` (just verified, links made) as trusted as it is now."""
         self._write_stamp(blob.name, blob)
@@ -339,7 +367,13 @@ class NodeCache:
         try:
             dest.parent.mkdir(parents=True, exist_ok=True)
             if source.parent == self.partials:
-                os.replace(source, tmp)
+                try:
+                    os.replace(source, tmp)
+                except OSError as exc:
+                    if exc.errno != errno.EXDEV:
+                        raise
+                    shutil.copyfile(source, tmp)  # RAYDF_CACHE_PER_FS=0: another fs
+                    source.unlink()
             else:
                 try:
                     os.link(source, tmp)

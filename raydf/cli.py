@@ -203,8 +203,11 @@ def _add_admin(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         epilog="examples:\n  raydf cache ls            every node's cached files\n"
         "  raydf cache rm sha256-<hex>   drop one file from every node's cache\n"
         "  raydf cache gc            drop cached files no destination uses, and "
-        "abandoned partial files\n  raydf cache ls --local    this machine's cache, "
-        "without Ray\n",
+        "abandoned partial files\n  raydf cache ls --local    this machine's caches, "
+        "without Ray\n\nA node keeps its files in the cache on each destination's file "
+        "system\n(RAYDF_CACHE if it is there, else .raydf-cache at the top of that file "
+        "system),\nso a destination is a hard link, one copy on disk; RAYDF_CACHE_PER_FS=0: "
+        "RAYDF_CACHE only.\nThese commands see every cache of a node.\n",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     cache.add_argument("action", choices=("ls", "rm", "gc"), help="what to do")
     cache.add_argument("key", nargs="?", help="for rm: the key `raydf cache ls` shows")
@@ -452,8 +455,9 @@ def _admin(args: argparse.Namespace, streams: Streams) -> int:
             for node, rows in result.items():
                 for row in rows:
                     use = "in use" if row["in_use"] else "unused"
-                    print(f"{node[:12]}  {row['bytes']:>14}  {use:6}  {row['key']}",
-                          file=streams.out)
+                    # The cache it is in: a node has one per file system of its -O.
+                    print(f"{node[:12]}  {row['bytes']:>14}  {use:6}  {row['key']}  "
+                          f"{row.get('cache', '')}", file=streams.out)
         return 0
     from raydf.cluster.service import connect
 

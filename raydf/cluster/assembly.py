@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from raydf.cache import InOrderDigests, NodeCache, temp_sibling
+from raydf.cache import InOrderDigests, temp_sibling
+from raydf.cache_roots import NodeCaches
 from raydf.cluster.spec import TaskSpec
 from raydf.errors import IntegrityError
 
@@ -42,7 +43,7 @@ class Assembly:
     fixed: dict[int, int] = field(default_factory=dict)  # healed piece -> its new CRC-32
     opening: threading.Lock = field(default_factory=threading.Lock)
 
-    def writable_fd(self, cache: NodeCache) -> int:
+    def writable_fd(self, cache: NodeCaches) -> int:
         """The partial's descriptor. The file is made when the first piece is written,
         not when a job is prepared: a job of many small files would make thousands
         at once before its first byte moved (the space was checked then)."""

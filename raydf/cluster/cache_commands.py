@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import ray
 
-from raydf.cache import NodeCache
+from raydf.cache_roots import NodeCaches
 from raydf.cluster.assembly import Assembly
 from raydf.cluster.destination import destination_problem_here
 from raydf.cluster.placement import NAMESPACE, SCHEDULER_NAME
@@ -23,7 +23,7 @@ __all__ = ["CacheCommands"]
 class CacheCommands:
     """``cache ls | rm | gc`` and ``-O`` checks on this node (see PeerActor)."""
 
-    cache: NodeCache
+    cache: NodeCaches  # every cache of the node, one per file system
     _lock: threading.Lock
     _tasks: dict[str, Assembly]
 

@@ -33,6 +33,7 @@ import numpy as np
 import ray
 
 from raydf.cache import InOrderDigests, NodeCache, node_path
+from raydf.cache_roots import NodeCaches
 from raydf.cluster.assembly import Assembly, read_piece, symlink_atomically, write_atomically
 from raydf.cluster.batches import PullBatches
 from raydf.cluster.cache_commands import CacheCommands
@@ -82,7 +83,7 @@ class PeerActor(PullBatches, CacheCommands, CopyRepairs):
 
     def __init__(self, node_id: str, memory_budget: int | None = None) -> None:
         self.node_id = node_id
-        self.cache = NodeCache()
+        self.cache = NodeCaches()  # one per file system of its destinations
         self.cache.sweep_orphans()  # left by a peer that died on this node
         self._pinned = PinnedPieces(memory_budget or default_budget(node_id))
         self._lock = threading.Lock()
@@ -122,6 +123,9 @@ class PeerActor(PullBatches, CacheCommands, CopyRepairs):
             self.forget_jobs_except(epoch)
             self._job_epochs[job_id] = epoch
         dest_dir = node_path(dest) if dest else None  # "" = into the cache only (warm)
+        # Files are assembled in the cache on the destination's file system, so
+        # placing them is a hard link, never a copy (StorageError if none).
+        home = self.cache.for_path(dest_dir)
         if dest_dir is not None:
             for rel, text in aux or ():
                 write_atomically(dest_dir / rel, text)
@@ -137,7 +141,7 @@ class PeerActor(PullBatches, CacheCommands, CopyRepairs):
                     self._retire(asm)  # its file was deleted (the cache folder removed)
                     asm = None
                 if asm is None:
-                    asm = self._open(task)
+                    asm = self._open(task, home)
                     assert asm is not None
                     if not asm.complete:
                         fresh.append(asm)
@@ -148,7 +152,7 @@ class PeerActor(PullBatches, CacheCommands, CopyRepairs):
                     whole.append(asm)
                 have[task.task_id] = tuple(sorted(asm.have))
             try:
-                self.cache.check_room(sum(a.spec.size for a in fresh))
+                home.check_room(sum(a.spec.size for a in fresh))
             except StorageError:
                 for asm in fresh:
                     self._retire(asm)
@@ -184,13 +188,15 @@ class PeerActor(PullBatches, CacheCommands, CopyRepairs):
                 self._job_epochs.setdefault(job_id, epoch)
         return Holdings(have)
 
-    def _open(self, task: TaskSpec, *, receive: bool = True) -> Assembly | None:
-        blob = self.cache.blob(task.file)
+    def _open(self, task: TaskSpec, home: NodeCache | None = None, *,
+              receive: bool = True) -> Assembly | None:
+        """``home``: the cache to assemble it in (the configured one if None)."""
+        blob = self.cache.blob(task.file, home)
         if blob is not None:
             fd = os.open(blob, os.O_RDONLY)
             asm = Assembly(task, blob, fd, have=set(range(task.num_pieces)), complete=True)
         elif receive:
-            asm = Assembly(task, self.cache.partial_path(task.file), -1,
+            asm = Assembly(task, (home or self.cache.main).partial_path(task.file), -1,
                            InOrderDigests(task.file, task.num_pieces))
         else:
             return None
@@ -335,7 +341,7 @@ class PeerActor(PullBatches, CacheCommands, CopyRepairs):
         for job_id, dest_dir in dests.items():
             if dest_dir is not None:
                 self._place_for(asm, job_id, dest_dir)
-        if blob.parent == self.cache.blobs:  # after its links: one stamp, not one per link
+        if self.cache.is_blob(blob):  # after its links: one stamp, not one per link
             self.cache.stamp(blob)
 
     def _place_for(self, asm: Assembly, job_id: str, dest_dir: Path) -> None:
@@ -460,6 +466,7 @@ class PeerActor(PullBatches, CacheCommands, CopyRepairs):
             return {
                 "cache_bytes": self.cache.usage(),
                 "cache_root": str(self.cache.root),
+                "cache_roots": [str(c.root) for c in self.cache.caches],
                 "node_id": self.node_id,
                 "files_complete": sum(a.complete for a in self._tasks.values()),
                 "files": len(self._tasks),

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from raydf.cache import InOrderDigests, NodeCache
+from raydf.cache_roots import NodeCaches
 from raydf.cluster.assembly import Assembly, read_piece
 from raydf.cluster.lending import PinnedPieces
 from raydf.cluster.metrics import log_event
@@ -27,7 +28,7 @@ class CopyRepairs:
     """``retake``, ``check_copy`` and ``renew`` on this node (see PeerActor)."""
 
     node_id: str
-    cache: NodeCache
+    cache: NodeCaches
     _lock: threading.Lock
     _tasks: dict[str, Assembly]
     _pinned: PinnedPieces
@@ -35,7 +36,8 @@ class CopyRepairs:
 
     if TYPE_CHECKING:  # the peer's own
         def _retire(self, asm: Assembly) -> None: ...
-        def _open(self, task: TaskSpec, *, receive: bool = True) -> Assembly | None: ...
+        def _open(self, task: TaskSpec, home: NodeCache | None = None, *,
+                  receive: bool = True) -> Assembly | None: ...
 
     def retake(self, job_id: str, task_id: str, fixed: dict[int, int]) -> None:
         """The origin's first bytes of pieces ``fixed`` were bad, and the seed read
@@ -47,7 +49,8 @@ class CopyRepairs:
             if old is None or old.complete or old.retired:
                 return
             old.busy += 1
-            fresh = Assembly(old.spec, self.cache.partial_path(old.spec.file), -1,
+            # In the same cache as the old one: the file system of its destinations.
+            fresh = Assembly(old.spec, self.cache.owner(old.path).partial_path(old.spec.file), -1,
                              InOrderDigests(old.spec.file, old.spec.num_pieces),
                               jobs=set(old.jobs), reported=set(old.reported), fixed=dict(fixed))
             self._tasks[task_id] = fresh
@@ -110,6 +113,8 @@ class CopyRepairs:
                 self._pinned.drop_task(task.task_id)
                 self._retire(old)
             jobs = {j for j, (_, tasks) in self._jobs.items() if task.task_id in tasks}
-            fresh = self._open(task, receive=any(self._jobs[j][0] is not None for j in jobs))
+            dests = [d for j in sorted(jobs) if (d := self._jobs[j][0]) is not None]
+            home = self.cache.for_path(dests[0]) if dests else None  # known: the job made it
+            fresh = self._open(task, home, receive=bool(dests))
             if fresh is not None:
                 fresh.jobs = jobs

@@ -134,12 +134,15 @@ class LocalCluster:
         connect: bool = True,
         metrics_interval_ms: int | None = None,
         zones: Sequence[str] = (),
+        cache_root: Path | None = None,
     ) -> None:
         """``metrics_interval_ms``: how often workers export metrics to their node
         (Ray's default when None; tests that scrape them want 1000; every
         simulated node's agent then costs the shared CPUs more). ``zones``: node
         *i* is labelled in zone ``zones[i % len(zones)]`` (``TOPOLOGY_LABEL``),
-        the head (where the seed runs) in ``zones[0]``."""
+        the head (where the seed runs) in ``zones[0]``. ``cache_root``: each node's
+        configured cache (``RAYDF_CACHE``) is ``cache_root/<node>`` instead of
+        ``<node root>/cache``, e.g. on another file system than ``root``."""
         self.num_nodes = num_nodes
         self._tmp = None if root is not None else tempfile.TemporaryDirectory(prefix="raydf-")
         self.root = Path(root) if root is not None else Path(self._tmp.name)  # type: ignore[union-attr]
@@ -148,6 +151,7 @@ class LocalCluster:
         self._connect = connect
         self._metrics_interval_ms = metrics_interval_ms
         self.zones = list(zones)
+        self.cache_root = Path(cache_root) if cache_root is not None else None
         self._cluster: Any = None
         self.node_ids: list[str] = []
         self._roots: dict[str, Path] = {}
@@ -170,7 +174,7 @@ class LocalCluster:
             "num_gpus": 0,
             "object_store_memory": self.head_object_store_memory,
             "resources": {"raydf_seed": 1},
-            "env_vars": {"RAYDF_NODE_ROOT": str(head_root)},
+            "env_vars": self._node_env("head", head_root),
         }
         if self.zones:
             head_args["labels"] = {TOPOLOGY_LABEL: self.zones[0]}
@@ -188,14 +192,28 @@ class LocalCluster:
     def node_root(self, node_id: str) -> Path:
         return self._roots[node_id]
 
+    def cache_of(self, node_id: str) -> Path:
+        """The node's configured cache (``RAYDF_CACHE`` or ``<node root>/cache``)."""
+        root = self._roots[node_id]
+        return self.cache_root / root.name if self.cache_root is not None else root / "cache"
+
+    def _node_env(self, name: str, node_root: Path) -> dict[str, str]:
+        env = {"RAYDF_NODE_ROOT": str(node_root)}
+        if self.cache_root is not None:
+            env["RAYDF_CACHE"] = str(self.cache_root / name)
+        return env
+
     def path_on(self, node_id: str, dest: str | os.PathLike[str]) -> Path:
         """Where ``dest`` (an absolute path as given to raydf) is on ``node_id``."""
         return self._roots[node_id] / Path(dest).absolute().relative_to("/")
 
     def clear_caches(self) -> None:
         """Empty every node's raydf cache, as if the nodes were new."""
-        for root in self._roots.values():
-            for blob in (root / "cache" / "blobs").glob("*"):
+        for node_id, root in self._roots.items():
+            # The configured cache, and the one on the node root's file system
+            # when that is another (raydf.cache_roots).
+            for blob in [*(self.cache_of(node_id) / "blobs").glob("*"),
+                         *(root / ".raydf-cache" / "blobs").glob("*")]:
                 blob.unlink()
 
     def cpu_meter(self, every: float = 0.25) -> CpuMeter:
@@ -239,7 +257,7 @@ class LocalCluster:
             num_cpus=1,
             num_gpus=1,
             object_store_memory=self.object_store_memory,
-            env_vars={"RAYDF_NODE_ROOT": str(node_root)},
+            env_vars=self._node_env(node_root.name, node_root),
             labels={"raydf/sim-node": str(i), **zone, **labels},
         )
         self._roots[node.node_id] = node_root
