@@ -92,7 +92,8 @@ def run_auto(args: argparse.Namespace, streams: Streams, connected: Callable[[],
     progress = not (args.no_progress or args.json)
     results: list[Warmed] = []
     for usage in entries if nodes else ():
-        result = warm_one(usage, sorted(nodes), tokens, progress=progress)
+        result = warm_one(usage, sorted(nodes), tokens, progress=progress,
+                          topology_label=args.topology_label)
         results.append(result)
         prefix = "raydf: " if result.error is None else "raydf: error: "
         print(prefix + result.line(), file=streams.err, flush=True)
@@ -107,6 +108,7 @@ def run_auto(args: argparse.Namespace, streams: Streams, connected: Callable[[],
           f"top {top} repos from its peers (Ctrl-C or SIGTERM stops)", file=streams.err,
           flush=True)
     follow(threading.Event(), top, selector=args.nodes, tokens=tokens, known=nodes,
+           topology_label=args.topology_label,
            on_node=lambda node, done: print("raydf: " + node_line(node, done), file=streams.err,
                                             flush=True))
     return code  # follow returns only when its event is set, which nothing here does

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from raydf.errors import AuthError, ConfigError, RaydfError, exit_code, unwrap
+from raydf.options import TOPOLOGY_LABEL
 from raydf.report import Report, human_size
 
 if TYPE_CHECKING:
@@ -87,10 +88,12 @@ def _no_token(usage: RepoUsage) -> AuthError:
 
 
 def warm_one(usage: RepoUsage, nodes: list[str], tokens: Mapping[str, str | None] | None = None,
-             *, progress: bool = False, environ: Mapping[str, str] | None = None) -> Warmed:
+             *, progress: bool = False, environ: Mapping[str, str] | None = None,
+             topology_label: str = TOPOLOGY_LABEL) -> Warmed:
     """Warm one recorded repo onto ``nodes`` (Ray connected); never raises a RaydfError.
 
-    ``tokens``: ``hf_token`` / ``ms_token`` of this call (else the environment)."""
+    ``tokens``: ``hf_token`` / ``ms_token`` of this call (else the environment);
+    ``topology_label``: as for :func:`raydf.api.run_fanout`."""
     from raydf.api import run_fanout
     from raydf.options import make_request
 
@@ -102,7 +105,8 @@ def warm_one(usage: RepoUsage, nodes: list[str], tokens: Mapping[str, str | None
                                exclude=usage.key.exclude, hub_options=options, environ=environ)
         if not usage.public and not request.backend_options.token:
             return Warmed(usage, error=_no_token(usage))
-        report = run_fanout(request, nodes, place=False, auto=True, progress=progress)
+        report = run_fanout(request, nodes, place=False, auto=True, progress=progress,
+                            topology_label=topology_label)
     except RaydfError as err:
         return Warmed(usage, error=err)
     except Exception as exc:  # a Ray error from the scheduler: the typed error, if any
@@ -128,7 +132,8 @@ def recorded(top: int) -> list[RepoUsage]:
 def warm_auto(top: int = TOP, nodes: list[str] | None = None, *, selector: str = "auto",
               tokens: Mapping[str, str | None] | None = None, progress: bool = False,
               on_repo: Callable[[Warmed], None] | None = None,
-              environ: Mapping[str, str] | None = None) -> list[Warmed]:
+              environ: Mapping[str, str] | None = None,
+              topology_label: str = TOPOLOGY_LABEL) -> list[Warmed]:
     """Warm the ``top`` most requested repos onto ``nodes`` (default: those
     ``selector`` chooses, as ``--nodes``), one after the other; Ray connected.
 
@@ -144,7 +149,8 @@ def warm_auto(top: int = TOP, nodes: list[str] | None = None, *, selector: str =
     chosen = nodes if nodes is not None else target_nodes(selector)
     results = []
     for usage in entries:
-        result = warm_one(usage, chosen, tokens, progress=progress, environ=environ)
+        result = warm_one(usage, chosen, tokens, progress=progress, environ=environ,
+                          topology_label=topology_label)
         results.append(result)
         if on_repo is not None:
             on_repo(result)
@@ -178,7 +184,8 @@ def follow(stop: threading.Event, top: int = TOP, *, selector: str = "auto",
            tokens: Mapping[str, str | None] | None = None, every: float = FOLLOW_EVERY,
            on_node: Callable[[str, list[Warmed]], None] | None = None,
            watching: Callable[[set[str]], None] | None = None,
-           known: set[str] | None = None, environ: Mapping[str, str] | None = None) -> None:
+           known: set[str] | None = None, environ: Mapping[str, str] | None = None,
+           topology_label: str = TOPOLOGY_LABEL) -> None:
     """Until ``stop`` is set: every ``every`` s, look for nodes that ``selector``
     chooses and that were not there before (alive, never seen), and warm the
     ``top`` most requested repos onto them, all new nodes of one look together.
@@ -198,7 +205,8 @@ def follow(stop: threading.Event, top: int = TOP, *, selector: str = "auto",
             continue
         seen.update(fresh)
         entries = recorded(top)
-        results = [warm_one(usage, fresh, tokens, environ=environ) for usage in entries]
+        results = [warm_one(usage, fresh, tokens, environ=environ, topology_label=topology_label)
+                   for usage in entries]
         for node in fresh:
             if on_node is not None:
                 on_node(node, results)
