@@ -406,8 +406,7 @@ class NodeCache:
         """Every verified blob: ``key``, ``bytes``, ``in_use`` (linked from a destination)."""
         rows: list[dict[str, object]] = []
         names: dict[int, int] = {}
-        blobs = sorted(self.blobs.iterdir()) if self.blobs.exists() else []
-        stats = {blob: blob.stat() for blob in blobs}
+        stats = self._blob_stats()
         for st in stats.values():
             names[st.st_ino] = names.get(st.st_ino, 0) + 1
         for blob, st in stats.items():
@@ -418,11 +417,16 @@ class NodeCache:
 
     def usage(self) -> int:
         """Bytes the blobs take (aliases of one file counted once)."""
-        inodes = {}
-        for blob in self.blobs.iterdir() if self.blobs.exists() else []:
-            st = blob.stat()
-            inodes[st.st_ino] = st.st_size
-        return sum(inodes.values())
+        return sum({st.st_ino: st.st_size for st in self._blob_stats().values()}.values())
+
+    def _blob_stats(self) -> dict[Path, os.stat_result]:
+        """Each blob's stat, sorted by name; one another process (a ``cache gc`` or
+        ``rm`` at the same time) removed meanwhile is left out."""
+        stats = {}
+        for blob in sorted(self.blobs.iterdir()) if self.blobs.exists() else []:
+            with contextlib.suppress(FileNotFoundError):
+                stats[blob] = blob.stat()
+        return stats
 
     def remove(self, key: str) -> int:
         """Delete the blob ``key`` and its aliases; destinations keep their files."""
@@ -431,8 +435,8 @@ class NodeCache:
             return 0
         inode = target.stat().st_ino
         removed = 0
-        for blob in list(self.blobs.iterdir()):
-            if blob.stat().st_ino == inode:
+        for blob, st in self._blob_stats().items():
+            if st.st_ino == inode:
                 blob.unlink()
                 (self.stamps / blob.name).unlink(missing_ok=True)
                 removed += 1
@@ -441,14 +445,16 @@ class NodeCache:
     def gc(self) -> dict[str, int]:
         """Sweep abandoned partials and blobs no destination links to any more."""
         unused = [row for row in self.entries() if not row["in_use"]]
-        freed = 0
+        freed: dict[int, int] = {}  # inode -> bytes: aliases of one file count once
         for row in unused:
             path = self.blobs / str(row["key"])
-            if path.exists():
-                freed += int(str(row["bytes"]))
+            with contextlib.suppress(FileNotFoundError):
+                inode = path.stat().st_ino
                 path.unlink()
+                freed[inode] = int(str(row["bytes"]))
                 (self.stamps / path.name).unlink(missing_ok=True)
-        return {"partials": self.sweep_orphans(), "blobs": len(unused), "bytes": freed}
+        return {"partials": self.sweep_orphans(), "blobs": len(unused),
+                "bytes": sum(freed.values())}
 
 
 def _stamp_of(st: os.stat_result) -> str:

@@ -62,6 +62,8 @@ def cache_root_for(path: Path, boundary: Path | None = None) -> Path:
     """Where the cache on ``path``'s file system is made (made here if need be):
     ``.raydf-cache`` in :func:`filesystem_top`, else in the first folder below it
     on the way to ``path`` that can be written. StorageError if none can."""
+    if boundary is not None and path.absolute().is_relative_to(boundary):
+        boundary.mkdir(parents=True, exist_ok=True)  # a simulated node's root: the top
     existing = _existing(path)
     dev = existing.stat().st_dev
     top = filesystem_top(existing, boundary)

@@ -105,3 +105,26 @@ def test_per_fs_off_keeps_one_cache_and_copies_across_file_systems(
     caches.place(blob, other_fs / "m" / "w.bin")
     assert (other_fs / "m" / "w.bin").read_bytes() == blob.read_bytes()
     assert not (other_fs / CACHE_DIR_NAME).exists()
+
+
+def test_a_simulated_node_whose_root_is_not_made_yet_keeps_its_cache_inside_it(
+        tmp_path: Path, other_fs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two simulated nodes on one machine must not share a cache at the top of
+    their file system: the node root bounds the climb even before it exists."""
+    node_root = other_fs / "nodes" / "node0"
+    monkeypatch.setenv("RAYDF_NODE_ROOT", str(node_root))
+    home = NodeCaches(tmp_path / "cache").for_path(node_root / "models" / "m")
+    assert home.root == node_root / CACHE_DIR_NAME
+
+
+def test_listing_and_gc_skip_a_blob_removed_meanwhile(tmp_path: Path) -> None:
+    """A blob another process removes while this one lists (a dangling name,
+    here) is left out, instead of failing ``cache ls`` and ``cache gc``."""
+    caches = NodeCaches(tmp_path / "cache")
+    file, blob = _blob(caches, b"k" * 5_000, None)
+    (blob.parent / "sha256-gone").symlink_to(blob.parent / "sha256-missing")
+    keys = {str(row["key"]) for row in caches.entries()}
+    assert blob.name in keys and "sha256-gone" not in keys
+    assert caches.usage() == 5_000
+    assert caches.gc()["bytes"] == 5_000  # the unused blob goes
+    assert caches.blob(file) is None
