@@ -142,14 +142,13 @@ def taker(st: PlanState, g: int, draft: Draft, h: int) -> int | None:
         takers = [p for p in needers
                   if p in st._hungry and draft.can_take(p, g) and draft.may_send(h, p, g)]
         return max(takers, key=st._hungry.__getitem__, default=None)
-    if not draft.zoned:
-        return _laggard(st._lag, needers, g, draft)
-    # Only h's zone, and the zones it may bring g into, can take it: ask their
-    # own buckets (the others' peers would all fail may_send).
-    zones, of = st.zones, st.zones.of
+    # Hungry peers are filed by zone: with zones, only h's zone and the zones it
+    # may bring g into can take it, so only their buckets are asked (the others'
+    # peers would all fail may_send); without, every zone's (there is one, "").
+    of = st.zones.of
     best, best_key = None, 0
-    for zone, lag in zones.lags.items():
-        if zone == of[h] or draft.lacks(zone, g):
+    for zone, lag in st.zones.lags.items():
+        if not draft.zoned or zone == of[h] or draft.lacks(zone, g):
             p = _laggard(lag, needers, g, draft, best_key)
             if p is not None:
                 best, best_key = p, st._hungry[p]

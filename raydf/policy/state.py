@@ -10,7 +10,6 @@ import bisect
 from collections.abc import Iterable, Mapping, Sequence
 
 from raydf.policy import matching
-from raydf.policy.buckets import Buckets
 from raydf.policy.limits import ORIGIN, Assignment, Limits, PieceId
 from raydf.policy.zones import Zones
 
@@ -59,9 +58,9 @@ class PlanState:
         self._recv: dict[int, set[int]] = {}
         self._down: dict[int, int] = {}
         self._incomplete: set[int] = set()
-        # Peers with a need and a download slot free, bucketed by how many they need.
+        # Peers with a need and a download slot free, bucketed by how many they need
+        # (the buckets, one set per zone, are in zones.lags).
         self._hungry: dict[int, int] = {}  # peer -> its bucket, len(need)
-        self._lag = Buckets()
         self._flight: dict[Assignment, tuple[int, int, int]] = {}  # -> receiver, piece, source|-1
         self._served: dict[str, int] = {}  # completed uploads per holder
         self._distrusted: set[int] = set()  # never chosen as a source again
@@ -461,11 +460,9 @@ class PlanState:
         old = self._hungry.get(p, 0)
         if key != old:
             if old:
-                self._lag.remove(p, old)
                 self.zones.lag(p).remove(p, old)
                 del self._hungry[p]
             if key:
-                self._lag.add(p, key)
                 self.zones.lag(p).add(p, key)
                 self._hungry[p] = key
         (self._incomplete.add if need or self._recv[p] else self._incomplete.discard)(p)

@@ -24,7 +24,9 @@ class Zones:
         self.now = 0.0
         self.waiting: dict[int, float] = {}  # peer -> since when it needs and gets nothing
         self.starved: set[int] = set()  # waited far_after: may take from an idle far holder
-        self.lags: dict[int, Buckets] = {}  # zone -> its hungry peers, by how much they need
+        # zone -> its hungry peers by how much they need (PlanState files them; the
+        # laggards of the whole plan when it has one zone)
+        self.lags: dict[int, Buckets] = {}
 
     @property
     def many(self) -> bool:
