@@ -36,6 +36,7 @@ async def enlist_holders(job: Job, epoch: str) -> None:
             for index in indices:
                 state.add_holding(node, (task_id, index))
 
+
 async def prepare(job: Job, peers: dict[str, PeerHandle], epoch: str) -> None:
     """Join ``peers`` to ``job``: each says what it has; the plan adds what it wants."""
     tasks = list(job.tasks.values())

@@ -47,7 +47,7 @@ from raydf.cluster.protocol import (
 from raydf.cluster.seed import SeedActor
 from raydf.cluster.seed_pool import SeedPool
 from raydf.cluster.spec import TaskSpec
-from raydf.cluster.topology import place_seed, seed_node
+from raydf.cluster.topology import seed_zone
 from raydf.cluster.writers import Writers
 from raydf.errors import RaydfError, unwrap
 from raydf.plan import RepoPlan
@@ -213,7 +213,7 @@ class SchedulerActor:
             else:
                 spec = plan_job(ask, await seed.plan())
                 await seed.add_tasks(list(spec.tasks))
-            seed_at = await seed_node(ask.topology_label, seed)
+            zone = await seed_zone(ask.topology_label, seed)
         except BaseException as exc:
             self._end_planning(ask, seed)
             raise unwrap(exc) from None
@@ -222,7 +222,7 @@ class SchedulerActor:
             return ask.job_id
         del self._planning[ask.job_id]
         self._usage.record(ask.job_id, ask.request, spec.plan, time.time(), count=not ask.auto)
-        return await self.submit(spec, seed, peers, holders, seed_at)
+        return await self.submit(spec, seed, peers, holders, zone)
 
     def _end_planning(self, ask: JobRequest, seed: SeedHandle) -> None:
         """A job that will not start: its seed (and token) go, the next caller leads."""
@@ -233,14 +233,14 @@ class SchedulerActor:
 
     async def submit(self, spec: JobSpec, seed: SeedHandle, peers: dict[str, PeerHandle],
                      holders: dict[str, PeerHandle] | None = None,
-                     seed_at: str | None = None) -> str:
+                     zone: str | None = None) -> str:
         """Start the job ``spec`` (taking over ``seed``) on ``peers``; returns its id at once.
 
         ``holders``: peers on other nodes that may serve from their caches.
         ``spec.job_id``: the caller's own id for it, so it can cancel a submit it
         was interrupted in. ``spec.caller``: the caller's lease, renewed by its
-        :meth:`poll` calls (see ``CALLER_LEASE``). ``seed_at``: the seed's node
-        (its zone is where origin bytes enter; see ``spec.topology_label``).
+        :meth:`poll` calls (see ``CALLER_LEASE``). ``zone``: the seed's zone, where
+        origin bytes enter (None: no zones; see ``spec.topology_label``).
         """
         job_id = spec.job_id or uuid.uuid4().hex[:12]
         fingerprint = spec.fingerprint
@@ -254,9 +254,8 @@ class SchedulerActor:
         self._jobs[job_id] = job
         if spec.caller:
             job.renew(spec.caller, list(peers))
-        job.state = PlanState({t.task_id: t.num_pieces for t in spec.tasks}, [], job.limits)
-        place_seed(job.state, job.topology_label, job.seed_id, seed_at)
-        job.state.add_seed(job.seed_id)
+        job.state = PlanState({t.task_id: t.num_pieces for t in spec.tasks}, [job.seed_id],
+                              job.limits, zones=None if zone is None else {job.seed_id: zone})
         if fingerprint is not None:
             self._running[fingerprint] = job_id
             self.release(fingerprint, keep_writer=True)
@@ -354,16 +353,17 @@ class SchedulerActor:
         it takes over the job's plan, listing nothing again."""
         self._seeds.taken(seed)
         job = self._jobs.get(job_id)
-        node = None
+        zone = None
         if job is not None and not job.closed and job.seed is None:
             await seed.adopt(job.plan, list(job.tasks.values()))
-            node = await seed_node(job.topology_label, seed)
+            zone = await seed_zone(job.topology_label, seed)
         if job is None or job.closed or job.seed is not None or job.state is None:
             seed.kill()
             return False
         job.seed_id = f"seed-{job_id}-{job.seed_losses}"
         job.seed = seed
-        place_seed(job.state, job.topology_label, job.seed_id, node)
+        if zone is not None:
+            job.state.place(job.seed_id, zone)
         job.state.add_seed(job.seed_id)
         job.changed()
         job.wake.set()

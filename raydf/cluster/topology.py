@@ -8,7 +8,7 @@ from raydf.cluster.handles import SeedHandle
 from raydf.cluster.placement import node_labels
 from raydf.policy import PlanState
 
-__all__ = ["place_nodes", "place_seed", "seed_node"]
+__all__ = ["place_nodes", "seed_zone"]
 
 
 def place_nodes(state: PlanState, label: str) -> dict[str, str]:
@@ -20,13 +20,8 @@ def place_nodes(state: PlanState, label: str) -> dict[str, str]:
     return zones
 
 
-def place_seed(state: PlanState, label: str, seed_id: str, node: str | None) -> None:
-    """Put the nodes, and seed ``seed_id`` (on ``node``, not yet added), in their zones."""
-    zones = place_nodes(state, label)
-    if zones and node is not None:
-        state.place(seed_id, zones.get(node, ""))
-
-
-async def seed_node(label: str, seed: SeedHandle) -> str | None:
-    """The node ``seed`` runs on when some node has ``label`` (else None, and no call)."""
-    return await seed.node_id() if label and node_labels(label) else None
+async def seed_zone(label: str, seed: SeedHandle) -> str | None:
+    """The zone of the node ``seed`` runs on ("" if that node has no ``label``), or
+    None, asking the seed nothing, when no node has the label (no zones)."""
+    zones = node_labels(label) if label else {}
+    return zones.get(await seed.node_id(), "") if zones else None
