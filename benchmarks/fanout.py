@@ -273,8 +273,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             runs += run_capped(bench, runners, args.nodes, args.bandwidth, args.per_connection,
                                args.repeats)
     if not args.no_single:
-        # A one-node cluster: no idle simulated nodes sharing the CPUs.
-        with open_bench(1, args.size, args.shards) as bench:
+        # A one-node cluster, as on one machine: no idle simulated nodes sharing
+        # the CPUs, and the seed on the node (no second raylet between them).
+        with open_bench(1, args.size, args.shards, seed_on_node=True) as bench:
             warm_up(bench, {m: SINGLE_RUNNERS[m] for m in ("direct", RAYDF)})
             runs += run_single(bench, args.single_per_connection)
     comparisons = compare(runs)

@@ -40,6 +40,8 @@ __all__ = [
 
 MiB = 2**20
 RAYDF = "raydf"  # the mode the others are compared with
+UNCAPPED_GOAL = 1.0  # x huggingface_hub on one node, the origin uncapped
+PER_CONNECTION_GOAL = 1.5  # the same with each connection capped (issue 14, item 4)
 
 _UNITS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12,
           "ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40}
@@ -257,9 +259,17 @@ def _capped_targets(label: str, own: list[Run], cmp: list[Comparison],
 
 
 def _uncapped_targets(label: str, cmp: list[Comparison]) -> list[Target]:
-    return [Target(label, f"throughput vs direct, N={c.nodes}", f"{c.speedup['direct']:.2f}x",
-                   ">= 1.0x", c.speedup["direct"] >= 1.0)
-            for c in cmp if c.nodes == 1 and "direct" in c.speedup]
+    """One node, the origin uncapped in aggregate: raydf no slower than
+    ``huggingface_hub``, and 1.5x faster when each connection is capped (a CDN
+    stream), where reading pieces over several connections pays off."""
+    targets = []
+    for c in cmp:
+        if c.nodes == 1 and "direct" in c.speedup:
+            goal = UNCAPPED_GOAL if c.per_connection is None else PER_CONNECTION_GOAL
+            targets.append(Target(label, f"throughput vs direct, N={c.nodes}",
+                                  f"{c.speedup['direct']:.2f}x", f">= {goal:.1f}x",
+                                  c.speedup["direct"] >= goal))
+    return targets
 
 
 def report_text(runs: Sequence[Run], comparisons: Sequence[Comparison],

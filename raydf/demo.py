@@ -131,10 +131,12 @@ class Bench:
 
 
 @contextlib.contextmanager
-def open_bench(num_nodes: int, size: int, shards: int = 4) -> Iterator[Bench]:
+def open_bench(num_nodes: int, size: int, shards: int = 4,
+               seed_on_node: bool = False) -> Iterator[Bench]:
     """A synthetic model of ``size`` bytes in ``shards`` safetensors files (plus the
     small files of a model repo), the emulator serving it uncapped, and a
-    LocalCluster of ``num_nodes`` nodes; all torn down on exit."""
+    LocalCluster of ``num_nodes`` nodes (``seed_on_node``: see LocalCluster);
+    all torn down on exit."""
     with contextlib.ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="raydf-bench-")))
         log(f"writing a {format_bytes(size)} synthetic model in {shards} shards")
@@ -143,7 +145,7 @@ def open_bench(num_nodes: int, size: int, shards: int = 4) -> Iterator[Bench]:
         log(f"hub emulator ready at {hub.hf_endpoint}")
         store = max(_MIN_STORE, 2 * size // shards)
         cluster = LocalCluster(num_nodes, root=tmp / "nodes", object_store_memory=store,
-                               head_object_store_memory=store + size)
+                               head_object_store_memory=store + size, seed_on_node=seed_on_node)
         stack.callback(cluster.shutdown)
         log(f"starting a local Ray cluster of {plural(num_nodes, 'simulated node')}")
         cluster.start()

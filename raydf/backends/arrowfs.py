@@ -42,9 +42,7 @@ import tempfile
 import threading
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, ClassVar
-
-import pyarrow.fs as pafs
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from raydf.backends.base import BackendOptions, RemoteFile, Secret, resolves, safe_relative_path
 from raydf.errors import (
@@ -57,6 +55,9 @@ from raydf.errors import (
     RevisionNotFound,
 )
 from raydf.uri import Source
+
+if TYPE_CHECKING:  # imported where used: a worker that never reads a store skips pyarrow
+    import pyarrow.fs as pafs
 
 __all__ = ["ArrowFsBackend", "env_flag", "filesystem_class", "split_endpoint"]
 
@@ -85,6 +86,8 @@ def split_endpoint(url: str, what: str) -> tuple[str, str]:
 
 def filesystem_class(name: str, install: str) -> Any:
     """``pyarrow.fs.<name>``, or a ConfigError saying what to install if this pyarrow lacks it."""
+    import pyarrow.fs as pafs
+
     cls = getattr(pafs, name, None)
     if cls is None:
         raise ConfigError(f"this pyarrow build has no pyarrow.fs.{name}; {install}")
@@ -237,6 +240,8 @@ class ArrowFsBackend(abc.ABC):
 
     def _list(self) -> list[tuple[RemoteFile, int]]:
         """``(file, mtime_ns)`` for the object the URL names, or every object under it."""
+        import pyarrow.fs as pafs
+
         fs = self.filesystem
         prefix = self.source.path.rstrip("/")
         with self._errors(prefix):

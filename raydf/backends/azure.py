@@ -19,12 +19,13 @@ the seed reads these variables.
 from __future__ import annotations
 
 import os
-from typing import Any, ClassVar
-
-import pyarrow.fs as pafs
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from raydf.backends.arrowfs import ArrowFsBackend, filesystem_class, split_endpoint
 from raydf.errors import ConfigError
+
+if TYPE_CHECKING:
+    import pyarrow.fs as pafs
 
 __all__ = ["AzureBackend"]
 

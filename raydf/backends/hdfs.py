@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import os
 import re
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 from urllib.parse import urlsplit
-
-import pyarrow.fs as pafs
 
 from raydf.backends.arrowfs import ArrowFsBackend, filesystem_class
 from raydf.errors import ConfigError, OriginUnavailable
+
+if TYPE_CHECKING:
+    import pyarrow.fs as pafs
 
 __all__ = ["HdfsBackend"]
 

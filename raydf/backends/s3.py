@@ -26,11 +26,12 @@ node decides (its ``~/.aws`` profile, web identity or instance profile).
 from __future__ import annotations
 
 import os
-from typing import Any, ClassVar
-
-import pyarrow.fs as pafs
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from raydf.backends.arrowfs import ArrowFsBackend, env_flag, filesystem_class, split_endpoint
+
+if TYPE_CHECKING:
+    import pyarrow.fs as pafs
 
 __all__ = ["S3Backend"]
 

@@ -4,6 +4,11 @@ A holder (a peer, or a seed) keeps each piece as what ``lend`` hands out: the
 ref of its own object-store copy, or, for a piece of at most
 :data:`~raydf.cluster.protocol.INLINE_PIECE_BYTES`, its bytes, which travel
 inside the lend reply (no object, so no owner that must outlive the reader).
+A peer keeps a piece it received as :class:`HeldCopy`, the array its
+``ray.get`` returned (a view into this node's copy, readable even once the
+sender is gone, because it is held), and puts its own copy only when it first
+lends the piece (:meth:`PinnedPieces.own`): a piece nobody asks for is never
+copied again, and a held copy is in use, so Ray never spills it.
 A peer keeps them within its node's budget (:class:`PinnedPieces`, LRU); a
 piece let go is read from disk again when someone asks for it. A receiver
 asks for the small pieces one decision round gives it from one holder in one
@@ -15,6 +20,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -22,14 +28,30 @@ import ray
 
 from raydf.cluster.protocol import INLINE_PIECE_BYTES, Lent, LentBytes, NotLent
 
-__all__ = ["LEND_TIMEOUT", "PinnedPieces", "SharedLend", "array_of", "default_budget",
-           "lend_each", "lent", "payload_of"]
+__all__ = [
+    "LEND_TIMEOUT",
+    "HeldCopy",
+    "PinnedPieces",
+    "SharedLend",
+    "array_of",
+    "default_budget",
+    "lend_each",
+    "lent",
+    "payload_of",
+]
 
 LEND_TIMEOUT = 60.0  # s for a holder to answer a lend: past it, the holder is blamed
 DEFAULT_BUDGET_FRACTION = 0.3  # of the node's object store, when no budget is given
 Reply = Lent | LentBytes
 
 PieceId = tuple[str, int]
+
+
+@dataclass(frozen=True)
+class HeldCopy:
+    """A piece as a peer received it, kept until it is first lent (then put)."""
+
+    array: np.ndarray
 
 
 def payload_of(array: np.ndarray, put: Any) -> Any:
@@ -101,6 +123,26 @@ class PinnedPieces:
         if pinned is not None:
             self._pieces.move_to_end(key)
         return pinned
+
+    def peek(self, key: PieceId) -> tuple[Any, int, int] | None:
+        """:meth:`get` without making it the most recently used."""
+        return self._pieces.get(key)
+
+    def own(self, key: PieceId, put: Callable[[np.ndarray], Any], lock: threading.Lock
+            ) -> tuple[Any, int, int] | None:
+        """:meth:`get`, with a :class:`HeldCopy` piece's own copy put first (``put``
+        runs outside ``lock``, which guards this; two lends at once keep the first
+        copy)."""
+        with lock:
+            pinned = self.get(key)
+        if pinned is None or not isinstance(pinned[0], HeldCopy):
+            return pinned
+        ref = put(pinned[0].array)
+        with lock:
+            now = self._pieces.get(key)
+            if now is not None and isinstance(now[0], HeldCopy):
+                self._pieces[key] = now = (ref, now[1], now[2])
+        return now if now is not None else (ref, pinned[1], pinned[2])
 
     def add(self, key: PieceId, payload: Any, crc: int, nbytes: int) -> None:
         self._pop(key)

@@ -3,8 +3,10 @@
 For each piece the scheduler assigns, the peer asks the holder to lend its
 ref, ``ray.get``s it (Ray moves it into this node's object store), checks its
 CRC-32, writes it at its offset into a partial file in the node cache, and
-re-puts it: the copy is then owned by this peer, so it outlives the seed and
-every other holder (see the Ray facts in DESIGN.md). A small piece (at most
+keeps the array it got: held, it stays readable once the seed and every other
+holder are gone (see the Ray facts in DESIGN.md). It puts a copy of its own,
+which it can lend, when another peer first asks for the piece
+(:class:`~raydf.cluster.lending.HeldCopy`). A small piece (at most
 ``INLINE_PIECE_BYTES``) comes inside the lend reply instead and is kept as
 bytes: no object, no owner. Kept pieces stay pinned within a memory budget
 (LRU, :mod:`raydf.cluster.lending`); a piece let go is re-read from disk when
@@ -38,6 +40,7 @@ from raydf.cluster.assembly import Assembly, read_piece, symlink_atomically, wri
 from raydf.cluster.batches import PullBatches
 from raydf.cluster.cache_commands import CacheCommands
 from raydf.cluster.lending import (
+    HeldCopy,
     PinnedPieces,
     default_budget,
     lend_each,
@@ -295,8 +298,9 @@ class PeerActor(PullBatches, CacheCommands, CopyRepairs):
                 f"{self.node_id[:8]}; it will be taken from another holder"
             )
         os.pwrite(asm.writable_fd(self.cache), view, piece.start)
-        digests.add(index, view, lambda i: read_piece(asm, i))
-        own = payload_of(array, ray.put)  # our own copy: serves on even if the lender dies
+        digests.add(index, view, lambda i: self._piece_view(asm, i))
+        # Held, it stays readable if the lender dies; put (our own copy) when first lent.
+        own = payload_of(array, HeldCopy)
         del view, array, reply
         with self._lock:
             if index in asm.have:
@@ -310,6 +314,16 @@ class PeerActor(PullBatches, CacheCommands, CopyRepairs):
         metrics().pieces.inc(1, tags=tags)
         metrics().piece_seconds.observe(time.monotonic() - started, tags=tags)
         return piece.length, expected
+
+    def _piece_view(self, asm: Assembly, index: int) -> memoryview:
+        """Piece ``index``'s bytes for the in-order digest: the copy still held as
+        received, else read from disk."""
+        with self._lock:
+            pinned = self._pinned.peek((asm.spec.task_id, index))
+        if pinned is not None and isinstance(pinned[0], HeldCopy | np.ndarray):
+            array = pinned[0].array if isinstance(pinned[0], HeldCopy) else pinned[0]
+            return cast(memoryview, array.data)
+        return read_piece(asm, index)
 
     def _complete(self, asm: Assembly) -> None:
         """Verify and place a file whose pieces are all in, once, whoever asks first;
@@ -361,11 +375,11 @@ class PeerActor(PullBatches, CacheCommands, CopyRepairs):
         """The ref (owned by this peer) and CRC-32 of a piece this node has, or a
         small piece's bytes; re-read from disk if unpinned."""
         key = (task_id, index)
-        with self._lock:
-            pinned = self._pinned.get(key)
-            if pinned is not None:
+        pinned = self._pinned.own(key, ray.put, self._lock)
+        if pinned is not None:
+            with self._lock:
                 self.served_bytes += pinned[2]
-                return lent(pinned[0], pinned[1])
+            return lent(pinned[0], pinned[1])
         with self._using(task_id) as asm:
             data = read_piece(asm, index)
             crc = piece_crc(data)

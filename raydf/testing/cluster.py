@@ -135,6 +135,7 @@ class LocalCluster:
         metrics_interval_ms: int | None = None,
         zones: Sequence[str] = (),
         cache_root: Path | None = None,
+        seed_on_node: bool = False,
     ) -> None:
         """``metrics_interval_ms``: how often workers export metrics to their node
         (Ray's default when None; tests that scrape them want 1000; every
@@ -142,7 +143,10 @@ class LocalCluster:
         *i* is labelled in zone ``zones[i % len(zones)]`` (``TOPOLOGY_LABEL``),
         the head (where the seed runs) in ``zones[0]``. ``cache_root``: each node's
         configured cache (``RAYDF_CACHE``) is ``cache_root/<node>`` instead of
-        ``<node root>/cache``, e.g. on another file system than ``root``."""
+        ``<node root>/cache``, e.g. on another file system than ``root``.
+        ``seed_on_node``: the ``raydf_seed`` resource is on node 0 instead of the
+        head, as on a one-machine cluster, where the seed shares the node's
+        object store with its peer."""
         self.num_nodes = num_nodes
         self._tmp = None if root is not None else tempfile.TemporaryDirectory(prefix="raydf-")
         self.root = Path(root) if root is not None else Path(self._tmp.name)  # type: ignore[union-attr]
@@ -152,6 +156,7 @@ class LocalCluster:
         self._metrics_interval_ms = metrics_interval_ms
         self.zones = list(zones)
         self.cache_root = Path(cache_root) if cache_root is not None else None
+        self.seed_on_node = seed_on_node
         self._cluster: Any = None
         self.node_ids: list[str] = []
         self._roots: dict[str, Path] = {}
@@ -168,12 +173,14 @@ class LocalCluster:
         import ray
         from ray.cluster_utils import Cluster
 
+        from raydf.cluster.placement import SEED_RESOURCE
+
         head_root = self.root / "head"
         head_args: dict[str, Any] = {
             "num_cpus": 2,
             "num_gpus": 0,
             "object_store_memory": self.head_object_store_memory,
-            "resources": {"raydf_seed": 1},
+            "resources": {} if self.seed_on_node else {SEED_RESOURCE: 1},
             "env_vars": self._node_env("head", head_root),
         }
         if self.zones:
@@ -251,6 +258,8 @@ class LocalCluster:
         return node_id
 
     def _start_node(self, i: int, labels: dict[str, str]) -> str:
+        from raydf.cluster.placement import SEED_RESOURCE
+
         node_root = self.root / f"node{i}"
         zone = {TOPOLOGY_LABEL: self.zones[i % len(self.zones)]} if self.zones else {}
         node = self._cluster.add_node(
@@ -259,6 +268,7 @@ class LocalCluster:
             object_store_memory=self.object_store_memory,
             env_vars=self._node_env(node_root.name, node_root),
             labels={"raydf/sim-node": str(i), **zone, **labels},
+            resources={SEED_RESOURCE: 1} if self.seed_on_node and i == 0 else {},
         )
         self._roots[node.node_id] = node_root
         self.node_ids.append(node.node_id)

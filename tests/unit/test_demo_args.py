@@ -169,3 +169,10 @@ def test_report_and_results_cover_every_run_and_are_json() -> None:
     results = json.loads(json.dumps(results_dict({"nodes": 2}, runs, comparisons, targets)))
     assert [r["mode"] for r in results["runs"]] == ["direct", "raydf"]
     assert results["comparisons"][0]["speedup"] == {"direct": 2.0}
+
+
+def test_per_connection_single_node_target_asks_for_one_and_a_half_times_huggingface_hub() -> None:
+    runs = [_run("direct", 1, 2.7, bandwidth=None, per_connection=25e6),
+            _run("raydf", 1, 2.0, bandwidth=None, per_connection=25e6)]
+    (target,) = evaluate(runs, compare(runs))
+    assert (target.value, target.goal, target.met) == ("1.35x", ">= 1.5x", False)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
-from raydf.cluster.lending import PinnedPieces, lend_each, lent, payload_of
+from raydf.cluster.lending import HeldCopy, PinnedPieces, lend_each, lent, payload_of
 from raydf.cluster.protocol import INLINE_PIECE_BYTES, Lent, LentBytes, NotLent
 
 
@@ -47,3 +49,33 @@ def test_lend_many_names_a_piece_it_cannot_lend_and_lends_the_others() -> None:
     replies = lend_each(lend, [("a", 0), ("a", 1)])
     assert replies[0] is held[("a", 0)]
     assert isinstance(replies[1], NotLent) and "KeyError" in replies[1].reason
+
+
+def test_a_received_piece_is_put_once_when_first_lent_and_then_lent_as_that_ref() -> None:
+    pins = PinnedPieces(budget=10**6)
+    array = np.arange(10, dtype=np.uint8)
+    pins.add(("a", 0), HeldCopy(array), 7, 10)
+    puts: list[np.ndarray] = []
+
+    def put(data: np.ndarray) -> str:
+        puts.append(data)
+        return f"ref-{len(puts)}"
+
+    lock = threading.Lock()
+    assert pins.peek(("a", 0)) == (HeldCopy(array), 7, 10)  # nothing put yet
+    assert pins.own(("a", 0), put, lock) == ("ref-1", 7, 10)
+    assert pins.own(("a", 0), put, lock) == ("ref-1", 7, 10)  # the first copy, not another
+    assert len(puts) == 1 and puts[0] is array
+    assert pins.own(("b", 0), put, lock) is None and pins.bytes == 10
+
+
+def test_a_received_piece_dropped_while_its_copy_is_put_is_still_lent() -> None:
+    pins = PinnedPieces(budget=10**6)
+    pins.add(("a", 0), HeldCopy(np.zeros(4, dtype=np.uint8)), 3, 4)
+
+    def put_while_dropped(data: np.ndarray) -> str:
+        pins.drop_task("a")  # another thread let the task go meanwhile
+        return "ref"
+
+    assert pins.own(("a", 0), put_while_dropped, threading.Lock()) == ("ref", 3, 4)
+    assert len(pins) == 0 and pins.bytes == 0
