@@ -134,8 +134,10 @@ def run_fanout(
     )
 
     limits = limits or Limits()
-    peers = {node: PeerHandle(peer_for(node)) for node in nodes}
+    # The scheduler first: on a fresh cluster its worker (then its standby seed's)
+    # starts while the peers' do.
     sched = scheduler()
+    peers = {node: PeerHandle(peer_for(node)) for node in nodes}
     key = fingerprint(request) + ("" if place else ":cache-only")
     # This call's lease on the job: renewed by every status poll, so the job
     # notices when this process is gone (kill -9, `ray job stop`).
