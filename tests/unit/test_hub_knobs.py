@@ -137,6 +137,23 @@ def test_per_connection_cap_limits_each_stream_not_the_total(hub: HubEmulator, c
     assert total > 1.3 * cap  # two streams together beat one stream's cap
 
 
+def test_per_connection_cap_gives_a_new_response_no_head_start(
+    hub: HubEmulator, client: httpx.Client,
+) -> None:
+    # Short ranged GETs one after another on one stream: with a burst per
+    # response (50 ms worth, 400 kB here) each would arrive at once.
+    cap, piece, count = 8 * MB, 400_000, 10
+    hub.set_knobs(per_connection=cap)
+    start = time.perf_counter()
+    for k in range(count):
+        headers = {"Range": f"bytes={k * piece}-{(k + 1) * piece - 1}"}
+        reply = client.get(f"/org/m/resolve/main/{shard(1)}", headers=headers,
+                           follow_redirects=True)
+        assert len(reply.content) == piece
+    rate = count * piece / (time.perf_counter() - start)
+    assert rate <= 1.05 * cap, f"{rate / MB:.1f} MB/s under a {cap / MB:.0f} MB/s cap per stream"
+
+
 def test_rate_limit_answers_429_with_headers_then_recovers(hub: HubEmulator, client: httpx.Client) -> None:
     hub.set_knobs(rate_limit=(3, 2))
     codes = [client.get("/api/models/org/m").status_code for _ in range(3)]

@@ -3,7 +3,9 @@
 * ``bandwidth``: bytes/s for all file-content responses together (one token
   bucket shared by every connection of every listener); ``None`` uncaps.
 * ``per_connection``: bytes/s for each file-content response on its own, as a
-  CDN caps one stream (why parallel ranged GETs win); ``None`` uncaps.
+  CDN caps one stream (why parallel ranged GETs win), from its first byte: a
+  new response gets no burst, so many short ranged GETs on one stream are no
+  faster than one long one; ``None`` uncaps.
 * ``rate_limit=(K, window_s)``: at most K requests per client address in any
   sliding window of ``window_s`` seconds on the HF and ModelScope listeners
   (the CDN and ``/_emulator/*`` are exempt); more are answered 429 and are not
@@ -59,13 +61,15 @@ BUDGET_NAMES = ("resolvers", "api")
 class TokenBucket:
     """A byte-rate limiter; threads that overdraw it sleep off their debt."""
 
-    def __init__(self, rate: float) -> None:
+    def __init__(self, rate: float, *, full: bool = True) -> None:
+        """``full``: start with a burst's worth (a shared cap); else empty (a cap
+        per response: each starts at the rate, not ahead of it)."""
         if rate <= 0:
             raise ValueError(f"a rate must be positive, got {rate}")
         self.rate = float(rate)
         # A small burst (50 ms worth) keeps the cap honest over short windows.
         self.burst = max(self.rate * 0.05, 16 * 2**10)
-        self._tokens = self.burst
+        self._tokens = self.burst if full else 0.0
         self._stamp = time.monotonic()
         self._lock = threading.Lock()
 

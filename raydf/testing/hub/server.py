@@ -319,7 +319,7 @@ class BaseHandler(BaseHTTPRequestHandler):
         knobs = self.state.knobs
         caps = [b for b in (knobs.aggregate,) if b is not None]
         if knobs.per_connection:
-            caps.append(TokenBucket(knobs.per_connection))
+            caps.append(TokenBucket(knobs.per_connection, full=False))
         step = int(min(b.burst for b in caps)) if caps else _CHUNK
         total = reply.length // 2 if actions.truncate else reply.length
         flip = reply.length // 2 if actions.corrupt else -1
