@@ -54,9 +54,9 @@ _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 KINDS = ("api", "resolve", "content")
 # httpcore reads a response 64 KiB per socket read and h11 handles each read
 # in Python, in each of a seed's reading threads: with 1 MiB reads, 1 GiB to
-# one node at 25 MB/s per stream took 4.67 s instead of 7.83 s (README,
-# Benchmarks). A class constant, set once for this process (seeds and --local
-# use raydf's transport only); a read still returns what has arrived.
+# one node took 4.67 s instead of 7.83 s (README, Benchmarks, single node).
+# A class constant, set once for this process (seeds and --local use raydf's
+# transport only); a read still returns what has arrived.
 SOCKET_READ_BYTES = 1 << 20
 httpcore.HTTP11Connection.READ_NUM_BYTES = SOCKET_READ_BYTES
 STALL_TIMEOUT_S = 20.0
