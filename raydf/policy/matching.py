@@ -51,17 +51,19 @@ def match_peers(st: PlanState, draft: Draft) -> None:
                 servable = set().union(*(st._holds[h] for h in free))
             wanted = wanted & servable
         slots = draft.down_free(p)
-        left = _take(st, draft, p, wanted, slots, stalled=False)
+        left = _take(st, draft, p, wanted, slots, free, stalled=False)
         if left == slots and draft.zoned and p in st.zones.starved:
             # Its zone's holders have sent it nothing for long: idle ones elsewhere do.
-            _take(st, draft, p, wanted, slots, stalled=True)
+            _take(st, draft, p, wanted, slots, free, stalled=True)
 
 
 def _take(st: PlanState, draft: Draft, p: int, wanted: set[int], slots: int,
-          stalled: bool) -> int:
-    """``p`` takes up to ``slots`` of ``wanted``, rarest first; the slots left."""
+          free: set[int], stalled: bool) -> int:
+    """``p`` takes up to ``slots`` of ``wanted``, rarest first, from holders in
+    ``free`` (those with an upload slot left, as far as the caller knows); the
+    slots left."""
     for g in rarest(draft, wanted, []):
-        h = source(st, g, draft, p, stalled)
+        h = source(st, g, draft, p, stalled, free)
         if h is not None:
             draft.add(p, g, h)
             slots -= 1
@@ -104,20 +106,25 @@ def fetch_orphans(st: PlanState, draft: Draft) -> None:
             del free[s]
 
 
-def source(st: PlanState, g: int, draft: Draft, p: int, stalled: bool = False) -> int | None:
+def source(st: PlanState, g: int, draft: Draft, p: int, stalled: bool = False,
+           free_up: set[int] | None = None) -> int | None:
     """The holder to serve ``g`` to ``p``: one in p's zone before one elsewhere
     (allowed only to bring g into p's zone, or, ``stalled``, if it is idle
     while p's zone has g and sends it nowhere), a peer before a seed, then
     the least loaded."""
-    holders, free_up, seeds = st._holders[g], st._free_up, st._seeds
+    holders, seeds = st._holders[g], st._seeds
+    if free_up is None:
+        free_up = st._free_up
+    # Walk the smaller set: few free holders when busy, an idle holder soon when not.
+    scan, other = (holders, free_up) if len(holders) <= len(free_up) else (free_up, holders)
+    if not draft.zoned:
+        return _least_loaded(st, g, draft, scan, other)
     idle = st.limits.holder_uploads
     zoned, of = draft.zoned, st.zones.of
     zone = of[p]
     bring = zoned and draft.lacks(zone, g)  # the first copy into p's zone
     stalled = stalled and any(of[h] == zone for h in holders)
     best, best_key = None, (True, True, 0)
-    # Walk the smaller set: few free holders when busy, an idle holder soon when not.
-    scan, other = (holders, free_up) if len(holders) <= len(free_up) else (free_up, holders)
     for h in scan:
         if h in other:
             free = draft.up_free(h, g)
@@ -129,6 +136,31 @@ def source(st: PlanState, g: int, draft: Draft, p: int, stalled: bool = False) -
                 best, best_key = h, key
                 if free == idle and not far and not key[1]:
                     break  # an idle peer holder in p's zone: none better
+    return best
+
+
+def _least_loaded(st: PlanState, g: int, draft: Draft, scan: set[int], other: set[int]
+                  ) -> int | None:
+    """:func:`source` without zones: a peer before a seed, then the most free slots
+    (the same choice, with the slot arithmetic of :meth:`Draft.up_free` inlined:
+    this is the policy's innermost loop)."""
+    cap, up, drafted, seeds = st.limits.holder_uploads, st._up, draft.up, st._seeds
+    best, best_free, best_seed = None, 0, True
+    for h in scan:
+        if h not in other:
+            continue
+        if h in seeds:
+            if best is not None and not best_seed:
+                continue  # a peer holder is already found: a seed never beats it
+            free = draft.up_free(h, g)
+            if free > best_free:  # best_free is 0 while none is found
+                best, best_free, best_seed = h, free, True
+            continue
+        free = cap - up[h] - drafted.get(h, 0)
+        if free == cap:
+            return h  # an idle peer holder: none better
+        if free > 0 and (best_seed or free > best_free):
+            best, best_free, best_seed = h, free, False
     return best
 
 
@@ -159,11 +191,13 @@ def _laggard(lag: Buckets, needers: set[int], g: int, draft: Draft, above: int =
              ) -> int | None:
     """A peer of ``lag`` (its largest keys first, above ``above``) that needs ``g``
     and can take it now."""
+    st = draft.state
+    cap, down, drafted, taken = st.limits.peer_downloads, st._down, draft.down, draft.taken
     for key, members in lag.largest_first():  # the laggards usually need g: found at once
         if key <= above:
             return None
-        for p in members:
-            if p in needers and draft.can_take(p, g):
+        for p in members:  # draft.can_take(p, g), inlined: the hot loop of match_holders
+            if p in needers and cap - down[p] - drafted.get(p, 0) > 0 and (p, g) not in taken:
                 return p
     return None
 
