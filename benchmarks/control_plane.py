@@ -302,13 +302,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                          "seed uploads; default raydf's own), e.g. 16,8,8,16 for deeper windows")
     ap.add_argument("--json", type=Path, help="write the figures here")
     args = ap.parse_args(argv)
-    limits = Limits()
-    if args.limits:
-        caps = [int(c) for c in args.limits.split(",")]
-        if len(caps) != 4:
-            ap.error("--limits takes four numbers: D,U,O,S")
-        limits = Limits(peer_downloads=caps[0], holder_uploads=caps[1],
-                        origin_fetches=caps[2], seed_uploads=caps[3])
+    try:
+        limits = Limits.from_caps(args.limits)
+    except ValueError as exc:
+        ap.error(f"--limits: {exc}")
     if sys.platform != "win32":
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     for var, value in (("RAY_AUTH_MODE", "disabled"), ("RAY_USAGE_STATS_ENABLED", "0")):

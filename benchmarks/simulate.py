@@ -443,6 +443,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help="with --zones: also run the topology-blind policy on the same links")
     ap.add_argument("--far-after", type=float, default=Limits().far_after,
                     help="Limits.far_after: s a peer waits on its zone before a far holder serves it")
+    ap.add_argument("--limits", default="", metavar="D,U,O,S",
+                    help="the policy's caps (peer downloads, holder uploads, origin fetches, "
+                         "seed uploads; default raydf's own), e.g. 64,32,8,64 for deeper windows")
     ap.add_argument("--json", type=Path, help="write the results here")
     args = ap.parse_args(argv)
     if args.zones < 1 or not 0 < args.cross_zone_bandwidth <= 1:
@@ -460,7 +463,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         f" {'zones':>5} {'policy':>6} {'cross GB':>9} {'cross/(Z-1)F':>12} {'zone bound':>10}"
     )
     policies = [False, True] if args.also_blind and args.zones > 1 else [False]
-    limits = Limits(far_after=args.far_after)
+    try:
+        limits = Limits.from_caps(args.limits, far_after=args.far_after)
+    except ValueError as exc:
+        ap.error(f"--limits: {exc}")
     for n, (label, us), blind in itertools.product(
             (int(x) for x in args.nodes.split(",")), costs, policies):
         r = simulate(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import Any
 
 __all__ = ["ORIGIN", "SLOT_BYTES", "SMALL_PIECES_PER_FETCH", "SMALL_PIECES_PER_SLOT",
            "Assignment", "Limits", "PieceId"]
@@ -48,6 +49,21 @@ class Limits:
                 raise ValueError(f"Limits.{name} must be at least 1, got {getattr(self, name)}")
         if self.far_after < 0:
             raise ValueError(f"Limits.far_after must be at least 0, got {self.far_after}")
+
+    @classmethod
+    def from_caps(cls, text: str, **others: Any) -> Limits:
+        """Limits from ``"D,U,O,S"``: peer downloads, holder uploads, origin
+        fetches and seed uploads (the benchmarks' ``--limits``); "" is the defaults."""
+        if not text:
+            return cls(**others)
+        try:
+            caps = [int(c) for c in text.split(",")]
+        except ValueError:
+            caps = []
+        if len(caps) != 4:
+            raise ValueError(f"limits take four whole numbers D,U,O,S, got {text!r}")
+        return cls(peer_downloads=caps[0], holder_uploads=caps[1], origin_fetches=caps[2],
+                   seed_uploads=caps[3], **others)
 
     def for_largest_piece(self, largest: int) -> Limits:
         """These limits for a job whose pieces are at most ``largest`` bytes: the

@@ -542,6 +542,17 @@ def test_limits_must_allow_at_least_one_transfer() -> None:
         Limits(seed_uploads=0)
 
 
+def test_limits_from_caps_names_the_four_caps_in_order() -> None:
+    assert Limits.from_caps("64,32,8,16", far_after=0.5) == Limits(
+        peer_downloads=64, holder_uploads=32, origin_fetches=8, seed_uploads=16, far_after=0.5)
+    assert Limits.from_caps("") == Limits()
+    for bad in ("4,2,8", "4,2,8,x", "4,2,8,4,1"):
+        with pytest.raises(ValueError, match="four whole numbers"):
+            Limits.from_caps(bad)
+    with pytest.raises(ValueError, match="peer_downloads"):
+        Limits.from_caps("0,2,8,4")
+
+
 def test_small_pieces_share_a_transfer_slot_and_large_ones_keep_the_counts() -> None:
     base = Limits()
     assert base.for_largest_piece(64 * 2**20) == base
