@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 from raydf import errors
 from raydf.errors import ConfigError, RaydfError, StorageError, exit_code
-from raydf.terminal import Streams, debugging, quiet_broken_pipe, shield
+from raydf.terminal import Streams, debugging, fill_closed_streams, quiet_broken_pipe, shield
 from raydf.warm_command import AUTO_EPILOG, add_auto_options, check_warm_args, run_auto
 
 if TYPE_CHECKING:
@@ -255,6 +255,7 @@ def console() -> NoReturn:
 def main(argv: Sequence[str] | None = None) -> int:
     """What the ``raydf`` console script runs (see :func:`console`); returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    fill_closed_streams()
     # `hub` and `demo` parse their own arguments (their --help included).
     if argv and argv[0] == "hub":
         from raydf.testing.hub.__main__ import main as hub_main

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-__all__ = ["Streams", "debugging", "log_path", "quiet_broken_pipe", "shield"]
+__all__ = ["Streams", "debugging", "fill_closed_streams", "log_path", "quiet_broken_pipe", "shield"]
 
 _LOG_MAX_BYTES = 16 * 2**20
 
@@ -94,6 +94,26 @@ def shield() -> Streams:
 
     warnings.showwarning = to_log
     return Streams(out, err)
+
+
+def fill_closed_streams() -> None:
+    """Descriptors 0-2 that the caller closed (``raydf get ... >&-``) become
+    /dev/null, and so do ``sys.stdout``/``sys.stderr`` that Python left as None
+    for them: output then goes nowhere, the exit code still says what happened,
+    and no file or socket Ray opens later can land on descriptor 1 or 2 (where
+    raydf's or Ray's output would corrupt it)."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            opened = os.open(os.devnull, os.O_RDWR)  # the lowest free descriptor: fd
+            if opened != fd:
+                os.dup2(opened, fd)
+                os.close(opened)
+    if sys.stdout is None:
+        sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115 - the process's stdout
+    if sys.stderr is None:
+        sys.stderr = open(2, "w", closefd=False)  # noqa: SIM115 - the process's stderr
 
 
 def quiet_broken_pipe(streams: Streams) -> None:

@@ -206,6 +206,19 @@ def test_a_closed_stdout_is_a_quiet_exit_141(argv: list[str], tmp_path: Path) ->
     assert done.stderr == ""
 
 
+@pytest.mark.parametrize("closed", [">&-", "2>&-", ">&- 2>&-"])
+def test_a_closed_stdout_or_stderr_still_delivers_and_exits_0(closed: str, tmp_path: Path) -> None:
+    # Run with the descriptors closed before Python starts (Python then leaves
+    # sys.stdout/sys.stderr as None), as `raydf get ... >&-` in a shell does.
+    done = subprocess.run(
+        ["sh", "-c", f'exec "$0" -m raydf.cli "$@" {closed}', sys.executable,
+         "get", "hf://org/m", "-O", "out", "-r", "--local", "--no-progress"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=120,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "out" / FILE).stat().st_size == 64 * KiB
+
+
 def test_cache_rm_of_a_key_no_cache_holds_is_exit_2_and_of_a_held_key_0(
     capsys: pytest.CaptureFixture[str]
 ) -> None:
