@@ -213,7 +213,7 @@ def test_a_closed_stdout_or_stderr_still_delivers_and_exits_0(closed: str, tmp_p
     done = subprocess.run(
         ["sh", "-c", f'exec "$0" -m raydf.cli "$@" {closed}', sys.executable,
          "get", "hf://org/m", "-O", "out", "-r", "--local", "--no-progress"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=120,
+        capture_output=True, text=True, timeout=120,
         env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "out" / FILE).stat().st_size == 64 * KiB
