@@ -102,14 +102,11 @@ def fill_closed_streams() -> None:
     for them: output then goes nowhere, the exit code still says what happened,
     and no file or socket Ray opens later can land on descriptor 1 or 2 (where
     raydf's or Ray's output would corrupt it)."""
-    for fd in (0, 1, 2):
+    for fd in (0, 1, 2):  # in order: the lowest free descriptor is then the one filled
         try:
             os.fstat(fd)
         except OSError:
-            opened = os.open(os.devnull, os.O_RDWR)  # the lowest free descriptor: fd
-            if opened != fd:
-                os.dup2(opened, fd)
-                os.close(opened)
+            os.open(os.devnull, os.O_RDWR)
     if sys.stdout is None:
         sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115 - the process's stdout
     if sys.stderr is None:

@@ -63,7 +63,7 @@ def _take(st: PlanState, draft: Draft, p: int, wanted: set[int], slots: int,
     ``free`` (those with an upload slot left, as far as the caller knows); the
     slots left."""
     for g in rarest(draft, wanted, []):
-        h = source(st, g, draft, p, stalled, free)
+        h = source(st, g, draft, p, free, stalled)
         if h is not None:
             draft.add(p, g, h)
             slots -= 1
@@ -106,15 +106,13 @@ def fetch_orphans(st: PlanState, draft: Draft) -> None:
             del free[s]
 
 
-def source(st: PlanState, g: int, draft: Draft, p: int, stalled: bool = False,
-           free_up: set[int] | None = None) -> int | None:
+def source(st: PlanState, g: int, draft: Draft, p: int, free_up: set[int],
+           stalled: bool = False) -> int | None:
     """The holder to serve ``g`` to ``p``: one in p's zone before one elsewhere
     (allowed only to bring g into p's zone, or, ``stalled``, if it is idle
     while p's zone has g and sends it nowhere), a peer before a seed, then
-    the least loaded."""
+    the least loaded. ``free_up``: the holders that may still have a slot."""
     holders, seeds = st._holders[g], st._seeds
-    if free_up is None:
-        free_up = st._free_up
     # Walk the smaller set: few free holders when busy, an idle holder soon when not.
     scan, other = (holders, free_up) if len(holders) <= len(free_up) else (free_up, holders)
     if not draft.zoned:
